@@ -1,0 +1,79 @@
+"""Plots of a run or a comparison of runs, drawn from the result files alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def replicas_over_time(replicas: pd.DataFrame, end: float) -> tuple[np.ndarray, np.ndarray]:
+    """Step function of provisioned replicas (asked to released)."""
+    times = np.concatenate([replicas["asked_s"].to_numpy(), replicas["released_s"].to_numpy(), [0.0, end]])
+    deltas = np.concatenate([np.ones(len(replicas)), -np.ones(len(replicas)), [0, 0]])
+    order = np.lexsort((-deltas, times))  # at equal times count arrivals before departures
+    return times[order], np.cumsum(deltas[order])
+
+
+def plot_comparison(runs: dict[str, Path], summaries: dict[str, dict], out: Path) -> list[Path]:
+    """Goodput, P95 latency and replicas over time, one colour per set-up."""
+    plt = _plt()
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(runs)
+    types = sorted({t for s in summaries.values() for t in s["by_task_type"]})
+    width = 0.8 / max(len(names), 1)
+    written = []
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = np.arange(len(types) + 1)
+    for i, n in enumerate(names):
+        s = summaries[n]
+        vals = [s["by_task_type"].get(t, {}).get("goodput_rate") or 0 for t in types] + [s["goodput_rate"] or 0]
+        ax.bar(x + i * width, vals, width, label=n)
+    ax.set_xticks(x + width * (len(names) - 1) / 2, types + ["all"])
+    ax.set_ylabel("Goodput rate (share of tasks within SLA)")
+    ax.set_ylim(0, 1.05)
+    ax.legend()
+    fig.tight_layout()
+    written.append(out / "goodput.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric in zip(axes, ("ttft_p95", "e2e_p95")):
+        x = np.arange(len(types))
+        for i, n in enumerate(names):
+            vals = [summaries[n]["by_task_type"].get(t, {}).get(metric) or 0 for t in types]
+            ax.bar(x + i * width, vals, width, label=n)
+        ax.set_xticks(x + width * (len(names) - 1) / 2, types)
+        ax.set_ylabel(f"{metric.replace('_', ' ').upper()} (s)")
+        ax.set_yscale("log")
+    axes[0].legend()
+    fig.tight_layout()
+    written.append(out / "latency_p95.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for n, folder in runs.items():
+        reps = pd.read_parquet(folder / "replicas.parquet")
+        t, count = replicas_over_time(reps, float(summaries[n].get("simulated_s") or reps["released_s"].max()))
+        ax.step(t, count, where="post", label=n)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("replicas provisioned")
+    ax.legend()
+    fig.tight_layout()
+    written.append(out / "replicas.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+    return written

@@ -1,0 +1,102 @@
+"""What the policies know of one replica: its queue, its load, and wait estimates from them.
+
+Both drivers keep one ReplicaState per replica and tell it when a request is queued, taken
+by the engine and finished; routers and scalers read it and never touch the engine itself.
+Every estimate is kept as a running sum, so a routing decision costs O(1) per replica and
+never scans the queue.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from cato_core.profile import DeviceProfile
+from cato_core.queue import RequestQueue
+from cato_core.request import LLMRequest
+
+State = Literal["starting", "ready", "draining", "released"]
+
+
+class ReplicaState:
+    def __init__(
+        self,
+        replica_id: str,
+        model: str,
+        profile: DeviceProfile,
+        max_num_seqs: int,
+        by_deadline: bool = True,
+        asked_s: float = 0.0,
+    ):
+        self.id = replica_id
+        self.model = model
+        self.profile = profile
+        self.max_num_seqs = max_num_seqs
+        self.queue = RequestQueue(by_deadline)
+        self.state: State = "starting"
+        self.asked_s = asked_s
+        self.running = 0
+        self.idle_since: float | None = None  # set once ready and empty
+        self._queued_prefill_s = 0.0  # sum of isolated prefill times of queued requests
+        self._running_finish_s = 0.0  # sum of expected (isolated) finish times of running ones
+        self._running_context = 0  # prompt tokens held by running requests
+
+    # -- what the driver reports -------------------------------------------------------
+    def mark_ready(self, now: float) -> None:
+        self.state = "ready"
+        self.idle_since = now if self.ongoing == 0 else None
+
+    def enqueue(self, r: LLMRequest) -> None:
+        r.prefill_est_s = self.profile.prefill_s(r.prompt_tokens)
+        self._queued_prefill_s += r.prefill_est_s
+        self.queue.push(r)
+        self.idle_since = None
+
+    def take(self, now: float) -> LLMRequest:
+        """The engine takes the head of the queue into its batch."""
+        r = self.queue.pop()
+        self._queued_prefill_s -= r.prefill_est_s
+        if not self.queue:
+            self._queued_prefill_s = 0.0  # drop float drift
+        self.running += 1
+        self._running_context += r.prompt_tokens
+        r.finish_est_s = now + r.prefill_est_s + self.profile.decode_s(r.prompt_tokens, r.output_tokens)
+        self._running_finish_s += r.finish_est_s
+        return r
+
+    def finish(self, r: LLMRequest, now: float) -> None:
+        self.running -= 1
+        self._running_context -= r.prompt_tokens
+        self._running_finish_s -= r.finish_est_s
+        if self.running == 0:
+            self._running_finish_s = 0.0
+        if self.ongoing == 0 and self.state == "ready":
+            self.idle_since = now
+
+    # -- what the policies read --------------------------------------------------------
+    @property
+    def queued(self) -> int:
+        return len(self.queue)
+
+    @property
+    def ongoing(self) -> int:
+        """Requests assigned to the replica and not finished (Ray Serve's 'ongoing')."""
+        return len(self.queue) + self.running
+
+    def wait_s(self, now: float) -> float:
+        """W_k: expected wait of a new request before its prefill starts.
+
+        The prefills of the requests queued ahead run first; if every slot would be taken,
+        it also waits for the mean expected remaining time of the running requests.
+        """
+        w = self._queued_prefill_s
+        if self.running + len(self.queue) >= self.max_num_seqs and self.running:
+            w += max(0.0, self._running_finish_s / self.running - now)
+        return w
+
+    def service_s(self, r: LLMRequest) -> float:
+        """T_r,k: profiled time of the part of r its deadline covers, at this replica's batch."""
+        p = self.profile
+        t = p.prefill_s(r.prompt_tokens)
+        if not r.ttft_only and r.output_tokens > 1:
+            t += p.decode_run_s(self.running + 1, self._running_context + r.prompt_tokens, r.output_tokens - 1)
+        return t

@@ -1,0 +1,176 @@
+"""An experiment: a trace, a cluster, the models on it and the policy set-ups to compare.
+
+Loaded from YAML; every default is written here once. ``--set a.b=value`` edits the YAML
+tree before validation, so the saved resolved config is exactly what ran.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cato_core.errors import InputError
+from cato_core.routers import ROUTERS
+from cato_core.scalers import SCALERS
+from cato_core.tasks import TaskType, default_task_types
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GenerateSpec(Strict):
+    """A Poisson trace made on the fly (see `cato-sim trace generate`)."""
+
+    rate: float = Field(gt=0)  # tasks per second
+    duration_s: float | None = Field(default=None, gt=0)
+    num_tasks: int | None = Field(default=None, gt=0)
+    mix: dict[str, float] = Field(default_factory=lambda: {"completion": 1, "generation": 1, "summarization": 1, "translation": 1})
+    lengths: Literal["measured", "prompts"] = "measured"
+
+
+class TraceSpec(Strict):
+    path: str | None = None  # a trace parquet, relative to the experiment file
+    generate: GenerateSpec | None = None
+    time_scale: float = Field(default=1.0, gt=0)  # arrival_s is multiplied by it
+    limit: int | None = Field(default=None, gt=0)  # first N tasks only
+
+    @model_validator(mode="after")
+    def _one(self) -> TraceSpec:
+        if (self.path is None) == (self.generate is None):
+            raise ValueError("give exactly one of 'path' or 'generate'")
+        return self
+
+
+class ModelSpec(Strict):
+    profile: str  # a shipped profile name or a profile YAML path
+    replicas: int = Field(default=1, ge=0)  # at start
+    max_num_seqs: int = Field(default=256, ge=1)  # vLLM's default
+    max_num_batched_tokens: int = Field(default=2048, ge=1)  # vLLM V1's default for online serving
+    chunked_prefill: bool = True  # vLLM V1's default
+    kv_capacity_tokens: int | None = Field(default=None, gt=0)  # None: the profile's
+
+
+class ClusterSpec(Strict):
+    machines: int = Field(default=1, ge=1)
+    accelerators_per_machine: int = Field(default=8, ge=1)
+
+
+class Setup(Strict):
+    """One policy set-up to run on the trace."""
+
+    name: str
+    router: str
+    scaler: str = "fixed"
+    router_params: dict[str, Any] = Field(default_factory=dict)
+    scaler_params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known(self) -> Setup:
+        if self.router not in ROUTERS:
+            raise ValueError(f"unknown router {self.router!r}; expected one of {sorted(ROUTERS)}")
+        if self.scaler not in SCALERS:
+            raise ValueError(f"unknown scaler {self.scaler!r}; expected one of {sorted(SCALERS)}")
+        return self
+
+
+class Experiment(Strict):
+    name: str = "experiment"
+    seed: int = 0
+    trace: TraceSpec
+    cluster: ClusterSpec = ClusterSpec()
+    models: dict[str, ModelSpec]
+    default_model: str | None = None  # None: the first of models
+    task_types: dict[str, TaskType] = Field(default_factory=default_task_types)
+    setups: list[Setup] = Field(min_length=1)
+    drain_s: float = Field(default=600.0, ge=0)  # after the last arrival; later tasks time out
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Experiment:
+        if not self.models:
+            raise ValueError("at least one model is needed")
+        default = self.default_model or next(iter(self.models))
+        if default not in self.models:
+            raise ValueError(f"default_model {default!r} is not among models {sorted(self.models)}")
+        self.default_model = default
+        for tname, t in self.task_types.items():
+            for n in t.nodes:
+                m = t.model_of(n, default)
+                if n.kind == "llm" and m not in self.models:
+                    raise ValueError(f"task type {tname!r} node {n.name!r} uses unknown model {m!r}")
+        names = [s.name for s in self.setups]
+        if len(set(names)) != len(names):
+            raise ValueError(f"setup names must be unique, got {names}")
+        return self
+
+
+def _set(tree: dict, dotted: str, raw: str, source: str) -> None:
+    """Apply one ``key.sub=value`` override; list items are addressed by index."""
+    keys = dotted.split(".")
+    node: Any = tree
+    for i, k in enumerate(keys[:-1]):
+        if isinstance(node, list) and k.isdigit() and int(k) < len(node):
+            node = node[int(k)]
+        elif isinstance(node, dict):
+            node = node.setdefault(k, {})
+        else:
+            raise InputError(source, ".".join(keys[: i + 1]), "a mapping or list index to set into")
+    last = keys[-1]
+    value = yaml.safe_load(raw)
+    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise InputError(source, dotted, "a mapping key or list index")
+
+
+def _merge_task_types(raw: dict | None, source: str) -> dict:
+    """Overrides under task_types: merge field by field over the defaults of a known type."""
+    merged = {k: v.model_dump(exclude_none=True) for k, v in default_task_types().items()}
+    if raw is None:
+        return merged
+    if not isinstance(raw, dict):
+        raise InputError(source, "task_types", "a mapping of task type name to its fields")
+    for name, fields in raw.items():
+        if fields is None:
+            merged.pop(name, None)  # `translation: null` drops a type
+        elif name in merged and isinstance(fields, dict):
+            merged[name] = {**merged[name], **fields}
+        else:
+            merged[name] = fields
+    return merged
+
+
+def parse_experiment(tree: Any, source: str, overrides: list[str] = ()) -> Experiment:
+    if not isinstance(tree, dict):
+        raise InputError(source, "(top level)", "a YAML mapping with trace, models and setups")
+    for item in overrides:
+        if "=" not in item:
+            raise InputError("--set", item, "key=value")
+        key, raw = item.split("=", 1)
+        _set(tree, key.strip(), raw, "--set")
+    tree["task_types"] = _merge_task_types(tree.get("task_types"), source)
+    try:
+        return Experiment.model_validate(tree)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        raise InputError(source, field, err["msg"].removeprefix("Value error, ")) from None
+
+
+def load_experiment(path: str | Path, overrides: list[str] = ()) -> tuple[Experiment, Path]:
+    """Read an experiment YAML; returns it and the folder its relative paths start from."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(str(path), "experiment", "an existing YAML file")
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "yaml"
+        raise InputError(str(path), where, "well-formed YAML") from None
+    return parse_experiment(tree, str(path), overrides), path.parent
