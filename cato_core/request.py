@@ -10,9 +10,8 @@ from typing import Any
 class LLMRequest:
     """An LLM call of a task node. Times are seconds on the driver's clock.
 
-    ``deadline_s`` is the node deadline D_r from the Profiler; ``covered_s`` is T_r, the
-    profiled time of the part of the call its deadline covers (prefill only when the node's
-    first token is the task's metric, prefill + decode otherwise).
+    ``deadline_s`` is the node deadline D_r from the Profiler. It covers the first token
+    (``ttft_only``) when that is the task's metric, the whole call otherwise.
     """
 
     request_id: str
@@ -24,7 +23,6 @@ class LLMRequest:
     deadline_s: float
     ttft_only: bool = False
     priority: int = 2
-    covered_s: float = 0.0
     seq: int = 0  # arrival order, the queue's tie-break
     attempts: int = 0  # routing attempts that found no room (pow2's backoff)
     prefill_est_s: float = 0.0  # isolated prefill time on its replica, set on enqueue

@@ -3,6 +3,9 @@
 Budget of node i: B_i = SLA * b_i / L(i), where b_i is its isolated baseline and L(i) the
 longest baseline path through i. On the critical path the budgets sum to the SLA exactly.
 Deadline of node i: arrival + the largest sum of budgets over paths from a source to i.
+
+A task type's graph is compiled once into a SlackGraph (node indices, topological order);
+the simulator then computes every task's deadlines with plain list arithmetic.
 """
 
 from __future__ import annotations
@@ -10,41 +13,71 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 
-def longest_paths(
-    baselines: Mapping[str, float], after: Mapping[str, Sequence[str]]
-) -> dict[str, float]:
-    """L(i): the longest baseline path through each node. ``baselines`` in topological order."""
-    order = list(baselines)
-    to_here: dict[str, float] = {}
-    for n in order:
-        to_here[n] = baselines[n] + max((to_here[d] for d in after.get(n, ())), default=0.0)
-    successors: dict[str, list[str]] = {n: [] for n in order}
-    for n in order:
-        for d in after.get(n, ()):
-            successors[d].append(n)
-    from_here: dict[str, float] = {}
-    for n in reversed(order):
-        from_here[n] = baselines[n] + max((from_here[s] for s in successors[n]), default=0.0)
-    return {n: to_here[n] + from_here[n] - baselines[n] for n in order}
+class SlackGraph:
+    """The shape of a task graph: ``after[i]`` lists the nodes i runs after (all < i)."""
+
+    def __init__(self, after: Sequence[Sequence[int]]):
+        self.after = tuple(tuple(a) for a in after)
+        n = len(self.after)
+        succ: list[list[int]] = [[] for _ in range(n)]
+        for i, preds in enumerate(self.after):
+            for d in preds:
+                if not 0 <= d < i:
+                    raise ValueError(f"node {i} runs after {d}: nodes must be in topological order")
+                succ[d].append(i)
+        self.successors = tuple(tuple(s) for s in succ)
+        # A simple chain (the common case) needs no path search: L(i) is the total for all i.
+        self.chain = all(a == ((i - 1,) if i else ()) for i, a in enumerate(self.after))
+
+    def longest_through(self, b: Sequence[float]) -> list[float]:
+        """L(i) for every node."""
+        if self.chain:
+            return [sum(b)] * len(b)
+        to_here: list[float] = []
+        for i, preds in enumerate(self.after):
+            to_here.append(b[i] + max((to_here[d] for d in preds), default=0.0))
+        from_here = [0.0] * len(b)
+        for i in range(len(b) - 1, -1, -1):
+            from_here[i] = b[i] + max((from_here[s] for s in self.successors[i]), default=0.0)
+        return [t + f - x for t, f, x in zip(to_here, from_here, b)]
+
+    def critical_path(self, b: Sequence[float]) -> float:
+        """The longest baseline path of the whole graph: the task's isolated latency."""
+        return max(self.longest_through(b))
+
+    def budgets(self, b: Sequence[float], sla_s: float) -> list[float]:
+        through = self.longest_through(b)
+        return [sla_s * x / t if t > 0 else 0.0 for x, t in zip(b, through)]
+
+    def deadlines(self, b: Sequence[float], sla_s: float, arrival_s: float = 0.0) -> list[float]:
+        budget = self.budgets(b, sla_s)
+        reach: list[float] = []
+        for i, preds in enumerate(self.after):
+            reach.append(budget[i] + max((reach[d] for d in preds), default=0.0))
+        return [arrival_s + r for r in reach]
 
 
-def budgets(
-    baselines: Mapping[str, float], after: Mapping[str, Sequence[str]], sla_s: float
-) -> dict[str, float]:
-    """B_i = SLA * b_i / L(i) for each node (0 for a node whose path takes no time)."""
-    through = longest_paths(baselines, after)
-    return {n: (sla_s * b / through[n] if through[n] > 0 else 0.0) for n, b in baselines.items()}
+def _compile(baselines: Mapping[str, float], after: Mapping[str, Sequence[str]]):
+    names = list(baselines)
+    index = {n: i for i, n in enumerate(names)}
+    graph = SlackGraph([[index[d] for d in after.get(n, ())] for n in names])
+    return names, graph, [baselines[n] for n in names]
 
 
-def deadlines(
-    baselines: Mapping[str, float],
-    after: Mapping[str, Sequence[str]],
-    sla_s: float,
-    arrival_s: float = 0.0,
-) -> dict[str, float]:
+def longest_paths(baselines: Mapping[str, float], after: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """L(i) by node name; ``baselines`` in topological order."""
+    names, g, b = _compile(baselines, after)
+    return dict(zip(names, g.longest_through(b)))
+
+
+def budgets(baselines: Mapping[str, float], after: Mapping[str, Sequence[str]], sla_s: float) -> dict[str, float]:
+    """B_i = SLA * b_i / L(i) by node name (0 for a node whose path takes no time)."""
+    names, g, b = _compile(baselines, after)
+    return dict(zip(names, g.budgets(b, sla_s)))
+
+
+def deadlines(baselines: Mapping[str, float], after: Mapping[str, Sequence[str]], sla_s: float,
+              arrival_s: float = 0.0) -> dict[str, float]:
     """D_i = arrival + the largest sum of budgets over paths from a source to i, i included."""
-    b = budgets(baselines, after, sla_s)
-    reach: dict[str, float] = {}
-    for n in baselines:
-        reach[n] = b[n] + max((reach[d] for d in after.get(n, ())), default=0.0)
-    return {n: arrival_s + r for n, r in reach.items()}
+    names, g, b = _compile(baselines, after)
+    return dict(zip(names, g.deadlines(b, sla_s, arrival_s)))

@@ -93,6 +93,28 @@ def trace_generate(
     typer.echo(f"{len(df)} tasks over {df['arrival_s'].max():.1f} s -> {out}")
 
 
+@trace_app.command("import")
+@input_errors
+def trace_import(
+    kind: Annotated[str, typer.Argument(help="azure | mooncake | burstgpt")],
+    file: Annotated[Path, typer.Argument(help="the trace as published (CSV or JSONL)")],
+    out: Annotated[Path, typer.Option(help="trace parquet to write")],
+    seed: Annotated[int, typer.Option()] = 0,
+    time_scale: Annotated[float, typer.Option(help="multiplies arrival times (0.5 = twice as fast)")] = 1.0,
+    mapping: Annotated[str, typer.Option(help="task types: lengths (by token shape) | mix")] = "lengths",
+    mix: Annotated[Optional[str], typer.Option(help="type weights for --mapping mix, e.g. completion=1,generation=2")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="keep the first N requests")] = None,
+) -> None:
+    """Convert a public request trace to a trace of coding tasks (cato_sim.importers)."""
+    from cato_core.trace import write_trace
+    from cato_sim.importers import import_trace, parse_mix, summary
+
+    df = import_trace(kind, file, seed=seed, time_scale=time_scale, mapping=mapping,
+                      mix=parse_mix(mix) if mix is not None else None, limit=limit)
+    write_trace(df, out)
+    typer.echo(f"{summary(df)} -> {out}")
+
+
 @profile_app.command("fit")
 @input_errors
 def profile_fit(

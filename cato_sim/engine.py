@@ -76,7 +76,9 @@ class Engine:
     def notify(self) -> None:
         """A request was queued on this replica: start stepping, or cut a decode stretch."""
         if not self._in_step:
-            self._next_step()
+            # Start at the end of this instant, so requests arriving together share a step.
+            self._in_step = True
+            self._schedule(0.0, self._next_step)
         elif self._stretch is not None and self._can_admit():
             self._cut_stretch()
 

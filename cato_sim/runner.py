@@ -18,6 +18,7 @@ import pandas as pd
 
 from cato_core.errors import InputError
 from cato_core.metrics import summarize
+from cato_core.profile import load_profile
 from cato_core.trace import read_trace, write_trace
 from cato_sim.experiment import Experiment, Setup
 from cato_sim.simulation import Simulation
@@ -34,6 +35,15 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def resolve_profiles(exp: Experiment, base_dir: Path) -> None:
+    """Profile files are relative to the experiment; check them all before any work starts."""
+    for spec in exp.models.values():
+        path = Path(spec.profile)
+        if path.suffix and not path.is_absolute() and (base_dir / path).is_file():
+            spec.profile = str(base_dir / path)
+        load_profile(spec.profile)
 
 
 def build_trace(exp: Experiment, base_dir: Path, seed: int) -> pd.DataFrame:
@@ -87,6 +97,7 @@ def run_experiment(exp: Experiment, base_dir: Path, out: Path, seed: int | None 
     ``progress``: a rich Progress to report on (None: silent).
     """
     seed = exp.seed if seed is None else seed
+    resolve_profiles(exp, base_dir)
     trace = build_trace(exp, base_dir, seed)
     out.mkdir(parents=True, exist_ok=True)
     write_trace(trace, out / "trace.parquet")

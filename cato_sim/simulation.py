@@ -64,7 +64,7 @@ class _TypePlan:
             )
             for i, n in enumerate(t.nodes)
         )
-        self.after = {n.name: n.after for n in t.nodes}
+        self.graph = slack.SlackGraph([n.after for n in self.nodes])
         self.sources = tuple(n.index for n in self.nodes if not n.after)
         self.streamed = index[t.last_llm]
 
@@ -128,6 +128,12 @@ class Simulation:
     # -- the run -----------------------------------------------------------------------
     def run(self) -> float:
         """Simulate to the last task (or the drain horizon); returns the simulated end time."""
+        self.start()
+        self.env.run(until=self.stop)
+        return self.finish()
+
+    def start(self) -> None:
+        """Place the initial replicas and schedule arrivals and scaling; ``stop`` ends the run."""
         for model, spec in self.exp.models.items():
             for _ in range(spec.replicas):
                 if not self._add_replica(model, warm=True):
@@ -136,7 +142,10 @@ class Simulation:
                 self.env.process(self._scale_loop(model))
         self.env.process(self._arrivals())
         horizon = float(self.trace["arrival_s"].max()) + self.exp.drain_s
-        self.env.run(until=simpy.AnyOf(self.env, [self._all_done, self.env.timeout(horizon)]))
+        self.stop = simpy.AnyOf(self.env, [self._all_done, self.env.timeout(horizon)])
+
+    def finish(self) -> float:
+        """Close the books at the current time: unfinished tasks time out; tables are written."""
         end = self.env.now
         self._close(end)
         return end
@@ -153,19 +162,21 @@ class Simulation:
 
     def _start_task(self, task_id, plan: _TypePlan, arrival, prompt, output, sla_override) -> None:
         task = _Task(task_id, plan, arrival, prompt, output)
-        base = {}
+        base = []
         for n in plan.nodes:
             if n.kind == "tool":
-                base[n.name] = n.tool_median
+                base.append(n.tool_median)
             else:
                 p = self.profiles[n.model]
                 b = p.prefill_s(prompt)
                 if not (n.streamed and plan.metric == "ttft"):
                     b += p.decode_s(prompt, output)
-                base[n.name] = b
-        longest = max(slack.longest_paths(base, plan.after).values())
-        task.sla = float(sla_override) if sla_override is not None and not _isnan(sla_override) else plan.sla.resolve(longest)
-        task.deadlines = list(slack.deadlines(base, plan.after, task.sla, arrival).values())
+                base.append(b)
+        if sla_override is None or _isnan(sla_override):
+            task.sla = plan.sla.resolve(plan.graph.critical_path(base))
+        else:
+            task.sla = float(sla_override)
+        task.deadlines = plan.graph.deadlines(base, task.sla, arrival)
         self.open[task_id] = task
         for i in plan.sources:
             self._start_node(task, plan.nodes[i])

@@ -11,12 +11,14 @@ Environment (the Makefile sets these; the tests skip, saying why, when they are 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
-import urllib.request
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -58,22 +60,60 @@ def tiny_model_dir(vllm_python) -> str:
     return model_dir
 
 
+class _NoDelayConnection(http.client.HTTPConnection):
+    """Sets TCP_NODELAY: http.client writes headers and body separately, and Nagle plus
+    delayed ACKs can add tens of ms to a request, which would swamp a 7 ms TTFT."""
+
+    def connect(self):
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _request(method: str, url: str, payload: dict | None = None, timeout: float = 60.0):
+    """Send one request on a fresh connection; return (connection, response).
+
+    Raises AssertionError with vLLM's error body on a status >= 400.
+    """
+    parts = urllib.parse.urlsplit(url)
+    conn = _NoDelayConnection(parts.hostname, parts.port, timeout=timeout)
+    body = json.dumps(payload).encode() if payload is not None else None
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    conn.request(method, parts.path or "/", body=body, headers=headers)
+    resp = conn.getresponse()
+    if resp.status >= 400:
+        detail = resp.read().decode("utf-8", "replace")
+        conn.close()
+        raise AssertionError(f"{method} {url} -> HTTP {resp.status}: {detail}")
+    return conn, resp
+
+
+def get_text(url: str, timeout: float = 30.0) -> str:
+    conn, resp = _request("GET", url, timeout=timeout)
+    try:
+        return resp.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
 def post_json(url: str, payload: dict, timeout: float = 60.0) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(payload).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+    conn, resp = _request("POST", url, payload, timeout)
+    try:
         return json.loads(resp.read())
+    finally:
+        conn.close()
 
 
 def stream_completion(url: str, payload: dict, timeout: float = 60.0) -> dict:
-    """POST a streamed request; return chunks, usage, TTFT and E2E (seconds)."""
-    payload = {**payload, "stream": True}
-    req = urllib.request.Request(url, data=json.dumps(payload).encode(),
-                                 headers={"Content-Type": "application/json"})
+    """POST a streamed request (with usage); return chunks, usage, TTFT and E2E (seconds).
+
+    TTFT: from sending the request to the first SSE event that carries a choice.
+    """
+    payload = {**payload, "stream": True, "stream_options": {"include_usage": True}}
     t0 = time.perf_counter()
     ttft = None
     chunks, usage, done = [], None, False
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+    conn, resp = _request("POST", url, payload, timeout)
+    try:
         for raw in resp:  # http.client de-chunks; SSE lines arrive as they are sent
             line = raw.decode().strip()
             if not line.startswith("data:"):
@@ -89,6 +129,8 @@ def stream_completion(url: str, payload: dict, timeout: float = 60.0) -> dict:
                 chunks.append(event)
             if event.get("usage"):
                 usage = event["usage"]
+    finally:
+        conn.close()
     e2e = time.perf_counter() - t0
     return {"chunks": chunks, "usage": usage, "ttft": ttft, "e2e": e2e, "done": done}
 
@@ -119,9 +161,6 @@ def vllm_server(vllm_python, tiny_model_dir, tmp_path_factory):
             "ignore_eos": True, "temperature": 0.0,
         })
         server.warmup_seconds = time.perf_counter() - t0
-        print(f"\n[live] vLLM ready in {ready:.1f} s; warm-up request "
-              f"{server.warmup_seconds * 1000:.0f} ms; log {server.log_path}")
         yield server
     finally:
-        code = server.stop()
-        print(f"\n[live] vLLM stopped (exit code {code})")
+        server.stop()

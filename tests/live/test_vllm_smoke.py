@@ -6,11 +6,10 @@ Skipped unless CATO_VLLM_PYTHON and CATO_TINY_MODEL are set (see conftest.py).
 from __future__ import annotations
 
 import statistics
-import urllib.request
 
 import pytest
 
-from .conftest import SERVED_NAME, post_json, stream_completion
+from .conftest import SERVED_NAME, get_text, post_json, stream_completion
 
 pytestmark = pytest.mark.live
 
@@ -30,18 +29,19 @@ def completion_payload(prompt_len=PROMPT_LEN, max_tokens=OUTPUT_LEN, **extra) ->
         "max_tokens": max_tokens,
         "ignore_eos": True,
         "temperature": 0.0,
-        "stream_options": {"include_usage": True},
         **extra,
     }
 
 
-def test_models_lists_served_name(vllm_server):
-    with urllib.request.urlopen(vllm_server.url + "/v1/models", timeout=10) as resp:
-        body = resp.read().decode()
-    assert SERVED_NAME in body
+def test_models_lists_served_name(vllm_server, capsys):
+    assert SERVED_NAME in get_text(vllm_server.url + "/v1/models")
+    with capsys.disabled():
+        print(f"\n[live] vLLM ready in {vllm_server.ready_seconds:.1f} s; warm-up request "
+              f"{vllm_server.warmup_seconds * 1000:.0f} ms; log {vllm_server.log_path}")
 
 
 def test_streamed_completion_exact_token_counts(vllm_server, capsys):
+    """Token-ID prompt + ignore_eos + include_usage: exact prompt and output lengths."""
     res = stream_completion(vllm_server.url + "/v1/completions", completion_payload())
     assert res["done"], "stream did not end with [DONE]"
     assert res["usage"] is not None, "no usage chunk despite include_usage"
@@ -94,8 +94,7 @@ def test_chat_completion_uses_chat_template(vllm_server):
 
 
 def test_metrics_exposes_scheduler_gauges(vllm_server):
-    with urllib.request.urlopen(vllm_server.url + "/metrics", timeout=10) as resp:
-        text = resp.read().decode()
+    text = get_text(vllm_server.url + "/metrics")
     for name in ("vllm:num_requests_running", "vllm:num_requests_waiting",
                  "vllm:time_to_first_token_seconds"):
         assert name in text, f"{name} missing from /metrics"

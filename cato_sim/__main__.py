@@ -1,0 +1,3 @@
+from cato_sim.cli import main
+
+main()

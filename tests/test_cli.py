@@ -1,0 +1,111 @@
+"""`cato-sim` end to end: outputs of a run, and one clear line with exit 2 for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cato_core.trace import write_trace
+from cato_sim.cli import app
+from tests.conftest import ROOT
+
+SMALL = ["--set", "trace.generate.duration_s=10"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_run_writes_tables_summary_plots_per_setup(tmp_path):
+    res = invoke("run", ROOT / "experiments/quickstart.yaml", "--out", tmp_path, "--seed", 7, *SMALL)
+    assert res.exit_code == 0, res.output
+    trace = pd.read_parquet(tmp_path / "trace.parquet")
+    for setup in ("cato", "rayserve", "round_robin"):
+        d = tmp_path / setup
+        tasks = pd.read_parquet(d / "tasks.parquet")
+        assert sorted(tasks["task_id"]) == sorted(trace["task_id"])
+        assert (d / "nodes.parquet").is_file() and (d / "replicas.parquet").is_file()
+        s = json.loads((d / "summary.json").read_text())
+        assert s["seed"] == 7 and s["setup"] == setup
+        assert s["config"]["trace"]["generate"]["duration_s"] == 10  # the resolved config
+        assert {"simpy", "python", "cato"} <= set(s["versions"])
+        assert s["goodput_rate"] == pytest.approx(tasks["met"].mean())
+        for t, fig in s["by_task_type"].items():
+            assert set(fig) >= {"tasks", "goodput_rate", "ttft_p50", "ttft_p95", "ttft_p99",
+                                "e2e_p50", "e2e_p95", "e2e_p99"}
+            assert fig["tasks"] == (tasks["task_type"] == t).sum()
+    for png in ("goodput.png", "latency_p95.png", "replicas.png"):
+        assert (tmp_path / "plots" / png).stat().st_size > 1000
+    assert "Goodput rate" in res.stdout
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+EXP = """
+trace: {path: trace.parquet}
+models: {m: {profile: codellama-7b_a100, replicas: 1}}
+setups: [{name: a, router: cato}]
+"""
+
+
+def bad_inputs(tmp_path):
+    good_trace = pd.DataFrame({"task_id": ["a"], "arrival_s": [0.0], "task_type": ["completion"],
+                               "prompt_tokens": [10], "output_tokens": [5]})
+    good_trace.drop(columns=["output_tokens"]).to_parquet(tmp_path / "nocol.parquet")
+    good_trace.iloc[:0].to_parquet(tmp_path / "empty.parquet")
+    return {
+        "malformed yaml": (write(tmp_path, "bad.yaml", "trace: [unclosed\n"), "bad.yaml", "line"),
+        "unknown policy": (write(tmp_path, "pol.yaml", EXP.replace("router: cato", "router: fastest")), "pol.yaml", "router"),
+        "negative rate": (write(tmp_path, "neg.yaml", EXP.replace("{path: trace.parquet}", "{generate: {rate: -2, duration_s: 5}}")), "neg.yaml", "rate"),
+        "missing file": (tmp_path / "nope.yaml", "nope.yaml", "experiment"),
+        "missing trace": (write(tmp_path, "mt.yaml", EXP), "trace.parquet", "trace"),
+        "missing column": (write(tmp_path, "mc.yaml", EXP.replace("trace.parquet", "nocol.parquet")), "nocol.parquet", "output_tokens"),
+        "empty trace": (write(tmp_path, "em.yaml", EXP.replace("trace.parquet", "empty.parquet")), "empty.parquet", "rows"),
+        "unknown profile": (write(tmp_path, "pr.yaml", EXP.replace("codellama-7b_a100", "gpt-9")), "gpt-9", "profile"),
+    }
+
+
+@pytest.mark.parametrize("case", ["malformed yaml", "unknown policy", "negative rate", "missing file",
+                                  "missing trace", "missing column", "empty trace", "unknown profile"])
+def test_bad_input_is_one_line_exit_2(tmp_path, case):
+    path, names_file, names_field = bad_inputs(tmp_path)[case]
+    res = invoke("run", path, "--out", tmp_path / "out")
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.output
+    assert names_file in lines[0] and names_field in lines[0]
+
+
+def test_bad_set_override_and_trace_generate_errors(tmp_path):
+    res = invoke("run", ROOT / "experiments/quickstart.yaml", "--set", "nokey")
+    assert res.exit_code == 2 and "key=value" in res.output
+    res = invoke("trace", "generate", "--out", tmp_path / "t.parquet", "--rate", "-1", "--num-tasks", 3)
+    assert res.exit_code == 2 and "rate" in res.output
+
+
+def test_console_script_runs_as_a_process(tmp_path):
+    """The installed entry point, in a real process: no traceback on bad input."""
+    proc = subprocess.run([sys.executable, "-m", "cato_sim", "run", str(tmp_path / "x.yaml")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {tmp_path / 'x.yaml'}: experiment: an existing YAML file"
+
+
+def test_trace_generate_writes_a_readable_trace(tmp_path):
+    from cato_core.trace import read_trace
+
+    out = tmp_path / "t.parquet"
+    res = invoke("trace", "generate", "--out", out, "--rate", 2, "--num-tasks", 50, "--seed", 3,
+                 "--mix", "completion=1,translation=3")
+    assert res.exit_code == 0, res.output
+    df = read_trace(out)
+    assert len(df) == 50 and set(df["task_type"]) <= {"completion", "translation"}

@@ -1,0 +1,77 @@
+"""Hand-computed engine timings on the round profile (10 ms a step + 1 ms a token)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from cato_sim.experiment import parse_experiment
+from cato_sim.simulation import Simulation
+
+
+def run(tmp_path, profile_file, trace_rows, *, replicas=1, profile=None, model_over=None, router="round_robin"):
+    exp = parse_experiment({
+        "trace": {"path": "unused.parquet"},
+        "models": {"m": {"profile": str(profile_file(**(profile or {}))), "replicas": replicas, **(model_over or {})}},
+        "task_types": {"gen": {"metric": "e2e", "sla": {"seconds": 10}, "nodes": [{"name": "llm", "kind": "llm"}]}},
+        "setups": [{"name": "s", "router": router}],
+    }, "test")
+    trace = pd.DataFrame(trace_rows, columns=["task_id", "arrival_s", "task_type", "prompt_tokens", "output_tokens"])
+    Simulation(exp, exp.setups[0], trace, tmp_path, seed=0).run()
+    tasks = pd.read_parquet(tmp_path / "tasks.parquet").set_index("task_id")
+    nodes = pd.read_parquet(tmp_path / "nodes.parquet").set_index("task_id")
+    return tasks, nodes
+
+
+def test_one_request_ttft_is_the_profiles_prefill(tmp_path, profile_file):
+    tasks, _ = run(tmp_path, profile_file, [("a", 0.0, "gen", 100, 5)])
+    assert tasks.loc["a", "ttft_s"] == pytest.approx(0.11)  # 10 ms + 100 x 1 ms
+    assert tasks.loc["a", "e2e_s"] == pytest.approx(0.11 + 4 * 0.011)  # 4 decode steps of 1 token
+    assert tasks.loc["a", "status"] == "ok" and tasks.loc["a", "met"]
+
+
+def test_batch_of_two_shares_steps(tmp_path, profile_file):
+    tasks, _ = run(tmp_path, profile_file, [("a", 0.0, "gen", 100, 3), ("b", 0.0, "gen", 100, 3)])
+    # One prefill step of 200 tokens, then two decode steps of 2 sequences.
+    assert list(tasks["ttft_s"]) == pytest.approx([0.21, 0.21])
+    assert list(tasks["e2e_s"]) == pytest.approx([0.21 + 2 * 0.012] * 2)
+
+
+def test_decode_attention_grows_with_context(tmp_path, profile_file):
+    tasks, _ = run(tmp_path, profile_file, [("a", 0.0, "gen", 100, 3), ("b", 0.0, "gen", 100, 3)],
+                   profile={"decode_ctx_s": 1e-4})
+    # Decode steps read 2 x 101 then 2 x 102 context tokens.
+    assert list(tasks["e2e_s"]) == pytest.approx([0.21 + 0.012 + 0.0202 + 0.012 + 0.0204] * 2)
+
+
+def test_arrival_mid_decode_joins_at_next_step_boundary(tmp_path, profile_file):
+    tasks, nodes = run(tmp_path, profile_file, [("a", 0.0, "gen", 100, 11), ("b", 0.15, "gen", 100, 3)])
+    # a: prefill ends 0.11, decode steps every 11 ms; b arrives at 0.15 during the step that
+    # ends at 0.154, joins there: a mixed step of 1 + 100 tokens (0.111 s) ends at 0.265.
+    assert nodes.loc["b", "start_s"] == pytest.approx(0.154)
+    assert tasks.loc["b", "ttft_s"] == pytest.approx(0.265 - 0.15)
+    # Two decode steps of two sequences finish b; a has 3 tokens left at 11 ms each.
+    assert tasks.loc["b", "e2e_s"] == pytest.approx(0.289 - 0.15)
+    assert tasks.loc["a", "e2e_s"] == pytest.approx(0.289 + 3 * 0.011)
+
+
+def test_chunked_prefill_splits_long_prompts(tmp_path, profile_file):
+    tasks, _ = run(tmp_path, profile_file, [("a", 0.0, "gen", 300, 1)],
+                   model_over={"max_num_batched_tokens": 128})
+    # 128 + 128 + 44 tokens in three steps.
+    assert tasks.loc["a", "ttft_s"] == pytest.approx(3 * 0.01 + 0.3)
+
+
+def test_max_num_seqs_queues_the_rest(tmp_path, profile_file):
+    tasks, nodes = run(tmp_path, profile_file, [("a", 0.0, "gen", 100, 2), ("b", 0.0, "gen", 100, 2)],
+                       model_over={"max_num_seqs": 1})
+    # b waits for a: a ends at 0.11 + 0.011; then b's prefill and decode step.
+    assert nodes.loc["b", "start_s"] == pytest.approx(0.121)
+    assert tasks.loc["b", "e2e_s"] == pytest.approx(0.121 + 0.11 + 0.011)
+
+
+def test_request_larger_than_kv_cache_fails_with_reason(tmp_path, profile_file):
+    tasks, _ = run(tmp_path, profile_file, [("a", 0.0, "gen", 100, 5), ("b", 0.0, "gen", 10, 5)],
+                   profile={"kv_capacity_tokens": 50})
+    assert tasks.loc["a", "status"] == "failed" and "KV" in tasks.loc["a", "error"]
+    assert tasks.loc["b", "status"] == "ok" and not tasks.loc["a", "met"]
