@@ -94,9 +94,13 @@ class ReplicaState:
         return w
 
     def service_s(self, r: LLMRequest) -> float:
-        """T_r,k: profiled time of the part of r its deadline covers, at this replica's batch."""
-        p = self.profile
-        t = p.prefill_s(r.prompt_tokens)
+        """T_r,k: profiled time of the part of r its deadline covers, at this replica's batch.
+
+        r's prefill shares its step with one token of every running sequence; its decode
+        steps run in a batch one larger than now.
+        """
+        p, n, ctx = self.profile, self.running, self._running_context
+        t = p.step_s(r.prompt_tokens + n, r.prompt_tokens * r.prompt_tokens, ctx)
         if not r.ttft_only and r.output_tokens > 1:
-            t += p.decode_run_s(self.running + 1, self._running_context + r.prompt_tokens, r.output_tokens - 1)
+            t += p.decode_run_s(n + 1, ctx + r.prompt_tokens, r.output_tokens - 1)
         return t

@@ -65,6 +65,63 @@ def run(
     console.print(f"results: {out}  plots: {', '.join(p.name for p in plots)}")
 
 
+@app.command()
+@input_errors
+def sweep(
+    experiment: Annotated[Optional[Path], typer.Argument(help="experiment YAML (not with --plots-only)")] = None,
+    rates: Annotated[Optional[str], typer.Option(help="arrival rates in tasks/s, e.g. 0.67,1.33,2")] = None,
+    policies: Annotated[str, typer.Option(help="set-up names of the experiment, or built-ins cato, rayserve, round_robin")] = "cato,rayserve,round_robin",
+    seeds: Annotated[int, typer.Option(help="seeds per (policy, rate)")] = 1,
+    workers: Annotated[Optional[int], typer.Option(help="parallel processes (default: CPU count); with --ray-address local: its CPUs")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="run as Ray tasks: a Ray cluster address, or 'local' to start one")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="sweep folder (default results/<name>-sweep)")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override: key.sub=value")] = None,
+    plots_only: Annotated[bool, typer.Option(help="rebuild sweep.parquet, table and plots of --out from its run files")] = False,
+) -> None:
+    """Simulate EXPERIMENT at every policy x rate x seed in parallel; write sweep.parquet and plots.
+
+    Exit code 1 when a run failed (the others still run; see DIR/failures.json).
+    """
+    from rich.table import Table
+
+    from cato_core.sweep_plots import goodput_table, plot_sweep
+    from cato_sim.experiment import load_experiment
+    from cato_sim.sweep import collect, parse_list, parse_rates, run_sweep
+
+    console = Console(stderr=True)
+    if plots_only:
+        if out is None:
+            raise InputError("--plots-only", "--out", "the sweep folder to redraw")
+        result = collect(out)
+    else:
+        if experiment is None:
+            raise InputError("sweep", "EXPERIMENT", "an experiment YAML (or --plots-only --out DIR)")
+        if rates is None:
+            raise InputError("sweep", "--rates", "arrival rates in tasks/s, e.g. 0.67,1.33,2")
+        rate_list, names = parse_rates(rates), parse_list(policies, "--policies")
+        exp, base = load_experiment(experiment, set_ or [])
+        out = out or Path("results") / f"{exp.name}-sweep"
+        with progress_bar(console) as progress:
+            result = run_sweep(exp, base, out, names, rate_list, seeds, workers, ray_address, progress=progress)
+    plots = plot_sweep(out, result.frame)
+    if not result.frame.empty:
+        good = goodput_table(result.frame)
+        table = Table(title=f"Goodput rate, mean over {result.frame['seed'].nunique()} seed(s)")
+        table.add_column("policy \\ rate (tasks/s)")
+        for r in good.columns:
+            table.add_column(f"{r:g}", justify="right")
+        for policy, row in good.iterrows():
+            table.add_row(policy, *("-" if v != v else f"{v:.3f}" for v in row))
+        Console().print(table)
+    console.print(f"results: {out / 'sweep.parquet'}  plots: {', '.join(p.name for p in plots)}")
+    if result.failures:
+        if plots_only:
+            for f in result.failures:
+                console.print(f"failed: {f['run_dir']}: {f['error']}")
+        console.print(f"{len(result.failures)} run(s) failed: {out / 'failures.json'}")
+        raise typer.Exit(1)
+
+
 @trace_app.command("generate")
 @input_errors
 def trace_generate(

@@ -75,14 +75,25 @@ def _read(kind: str, path: Path) -> pd.DataFrame:
     src = str(path)
     if not path.is_file():
         raise InputError(src, "file", f"an existing {kind} trace file")
+    if kind == "mooncake":
+        # json, not pd.read_json: that would guess a "timestamp" column to be epoch dates.
+        try:
+            lines = path.read_text().strip().splitlines()
+        except UnicodeDecodeError:
+            raise InputError(src, "file", "UTF-8 text, JSON objects one a line") from None
+        rows = []
+        for i, line in enumerate(lines, 1):
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                rows.append(None)
+            if not isinstance(rows[-1], dict):
+                raise InputError(src, "file", f"JSON objects one a line (line {i}: {line[:40]!r})")
+        return pd.DataFrame(rows)
     try:
-        if kind == "mooncake":
-            # No date guessing: pandas would read a "timestamp" column as epoch dates.
-            return pd.read_json(path, lines=True, dtype=False, convert_dates=False, keep_default_dates=False)
         return pd.read_csv(path)
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
-        what = "JSON objects one a line" if kind == "mooncake" else "a CSV file with a header row"
-        raise InputError(src, "file", f"{what} ({e.__class__.__name__})") from None
+        raise InputError(src, "file", f"a CSV file with a header row ({e.__class__.__name__})") from None
 
 
 def _bad_line(kind: str, mask) -> int:

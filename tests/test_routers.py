@@ -53,13 +53,14 @@ def test_cato_router_priorities(deadline, expected, priority):
 
 
 def test_cato_router_skips_the_least_waiting_replica_when_it_would_miss():
-    # a waits least (0.05) but 50 running sequences make each decode step 61 ms:
-    # E_a = 0.05 + 0.11 + 9 x 0.061 = 0.709. b waits 0.11 with nothing running:
+    # a waits least (0.05) but its 50 running sequences ride along r's prefill step (0.01 +
+    # 0.150) and make each decode step 61 ms: E_a = 0.05 + 0.16 + 9 x 0.061 = 0.759.
+    # b waits 0.11 with nothing running:
     # E_b = 0.11 + 0.11 + 9 x 0.011 = 0.319. With slack 0.5 only b meets the deadline.
     a = replica("a", queued_prompts=(40,), running=50, max_num_seqs=100)
     b = replica("b", queued_prompts=(100,), max_num_seqs=100)
     r = request(0.5, ttft_only=False)
-    assert a.wait_s(0) + a.service_s(r) == pytest.approx(0.709)
+    assert a.wait_s(0) + a.service_s(r) == pytest.approx(0.759)
     assert b.wait_s(0) + b.service_s(r) == pytest.approx(0.319)
     choice = make_router("cato").route(r, [a, b], now=0.0)
     assert (choice.replica.id, choice.priority) == ("b", ON_TIME)

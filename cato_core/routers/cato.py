@@ -20,8 +20,9 @@ class CatoRouter:
 
     Violated requests go first to the shortest wait; at-risk ones to the earliest expected
     finish; on-time ones to the least-waiting replica that still meets the deadline. Ties
-    in W_k (often all 0 when no queue has formed) go to the smaller E_k, so equal replicas
-    share the load instead of the first one taking it all (our choice; the paper is silent).
+    in W_k (often all 0 when no queue has formed) go to the smaller E_k, and full ties to
+    the replicas in turn, so equal replicas share the load instead of the first one taking
+    it all (our choice; the paper is silent).
     """
 
     name = "cato"
@@ -29,14 +30,18 @@ class CatoRouter:
 
     def __init__(self, params: CatoRouterParams | None = None, seed: int = 0):
         self.params = params or CatoRouterParams()
+        self._turn = 0  # where the scan starts: full ties rotate over the replicas
 
     def route(self, r: LLMRequest, replicas: Sequence[ReplicaState], now: float) -> Route:
         slack = r.deadline_s - now
         if slack <= 0:
             return Route(min(replicas, key=lambda k: k.wait_s(now)), VIOLATED)
+        n = len(replicas)
+        self._turn = (self._turn + 1) % n if n else 0
         best, best_e = replicas[0], float("inf")
         fit, fit_key = None, (float("inf"), float("inf"))
-        for k in replicas:
+        for i in range(n):
+            k = replicas[(self._turn + i) % n]
             w = k.wait_s(now)
             e = w + k.service_s(r)
             if e < best_e:
