@@ -1,0 +1,1 @@
+"""Replica provisioners, chosen by ``provisioner.kind`` in DEPLOY.yaml."""
