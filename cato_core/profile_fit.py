@@ -302,6 +302,7 @@ def write_profile(profile: DeviceProfile, path: str | Path) -> Path:
     )
     body = yaml.dump(profile.model_dump(), Dumper=_Dumper, sort_keys=False, width=100,
                      allow_unicode=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + body)
     return path
 

@@ -63,6 +63,7 @@ class Engine:
         self._prefilling: deque[_Seq] = deque()
         self._decoding: list[tuple[int, int, _Seq]] = []  # heap of (finish step, order, seq)
         self._order = 0
+        self._seqs = 0  # len(_prefilling) + len(_decoding), kept as a count for the hot path
         self._steps = 0  # decode steps run so far: a sequence's progress is measured against it
         self._context = 0  # tokens held by decoding sequences (prompt + generated)
         self._version = 0  # bumps to void a scheduled step end that was rescheduled
@@ -84,7 +85,8 @@ class Engine:
 
     @property
     def seqs(self) -> int:
-        return len(self._prefilling) + len(self._decoding)
+        """Sequences in the batch (prefilling or decoding)."""
+        return self._seqs
 
     def busy_until_now(self, now: float) -> float:
         return self.busy_s + (now - self._busy_since if self._busy_since is not None else 0.0)
@@ -94,14 +96,16 @@ class Engine:
         head = self.state.queue.peek()
         return (
             head is not None
-            and self.seqs < self.max_num_seqs
+            and self._seqs < self.max_num_seqs
             and self.kv_used + head.prompt_tokens + head.output_tokens <= self.kv_capacity
         )
 
     def _admit(self, now: float) -> None:
         queue = self.state.queue
-        while queue and self.seqs < self.max_num_seqs:
+        while self._seqs < self.max_num_seqs:
             head = queue.peek()
+            if head is None:
+                break
             need = head.prompt_tokens + head.output_tokens
             if need > self.kv_capacity:  # can never run here: fail it rather than block forever
                 r = self.state.take(now)
@@ -112,6 +116,7 @@ class Engine:
                 break
             r = self.state.take(now)
             self.kv_used += need
+            self._seqs += 1
             self._prefilling.append(_Seq(r))
             self.listener.on_start(r, now)
 
@@ -210,5 +215,6 @@ class Engine:
 
     def _release(self, s: _Seq, now: float) -> None:
         self.kv_used -= s.prompt + s.output
+        self._seqs -= 1
         self.state.finish(s.req, now)
         self.listener.on_finish(s.req, now)

@@ -152,13 +152,14 @@ class Simulation:
 
     def _arrivals(self):
         env = self.env
-        cols = zip(self.trace["task_id"], self.trace["arrival_s"], self.trace["task_type"],
-                   self.trace["prompt_tokens"], self.trace["output_tokens"],
-                   self.trace["sla_s"] if "sla_s" in self.trace else [None] * len(self.trace))
+        t = self.trace
+        sla = t["sla_s"].tolist() if "sla_s" in t else [None] * len(t)
+        cols = zip(t["task_id"].tolist(), t["arrival_s"].tolist(), t["task_type"].tolist(),
+                   t["prompt_tokens"].tolist(), t["output_tokens"].tolist(), sla)
         for task_id, arrival, ttype, prompt, output, sla in cols:
             if arrival > env.now:
                 yield env.timeout(arrival - env.now)
-            self._start_task(task_id, self.plans[ttype], float(arrival), int(prompt), int(output), sla)
+            self._start_task(task_id, self.plans[ttype], arrival, prompt, output, sla)
 
     def _start_task(self, task_id, plan: _TypePlan, arrival, prompt, output, sla_override) -> None:
         task = _Task(task_id, plan, arrival, prompt, output)
