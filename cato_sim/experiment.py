@@ -74,6 +74,14 @@ class Setup(Strict):
             raise ValueError(f"unknown router {self.router!r}; expected one of {sorted(ROUTERS)}")
         if self.scaler not in SCALERS:
             raise ValueError(f"unknown scaler {self.scaler!r}; expected one of {sorted(SCALERS)}")
+        for kind, name, params, params_cls in (("router", self.router, self.router_params, ROUTERS[self.router][1]),
+                                               ("scaler", self.scaler, self.scaler_params, SCALERS[self.scaler][1])):
+            try:
+                params_cls.model_validate(params)
+            except ValidationError as e:
+                err = e.errors()[0]
+                where = ".".join(map(str, err["loc"]))
+                raise ValueError(f"{kind}_params.{where} for {kind} {name!r}: {err['msg']}") from None
         return self
 
 

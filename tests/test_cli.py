@@ -71,11 +71,13 @@ def bad_inputs(tmp_path):
         "missing column": (write(tmp_path, "mc.yaml", EXP.replace("trace.parquet", "nocol.parquet")), "nocol.parquet", "output_tokens"),
         "empty trace": (write(tmp_path, "em.yaml", EXP.replace("trace.parquet", "empty.parquet")), "empty.parquet", "rows"),
         "unknown profile": (write(tmp_path, "pr.yaml", EXP.replace("codellama-7b_a100", "gpt-9")), "gpt-9", "profile"),
+        "bad policy parameter": (write(tmp_path, "pp.yaml", EXP.replace("router: cato}", "router: cato, scaler: fixed, scaler_params: {min_replicas: 2}}")), "pp.yaml", "scaler_params.min_replicas"),
     }
 
 
 @pytest.mark.parametrize("case", ["malformed yaml", "unknown policy", "negative rate", "missing file",
-                                  "missing trace", "missing column", "empty trace", "unknown profile"])
+                                  "missing trace", "missing column", "empty trace", "unknown profile",
+                                  "bad policy parameter"])
 def test_bad_input_is_one_line_exit_2(tmp_path, case):
     path, names_file, names_field = bad_inputs(tmp_path)[case]
     res = invoke("run", path, "--out", tmp_path / "out")

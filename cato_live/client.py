@@ -1,0 +1,118 @@
+"""One streamed OpenAI-style completion request, timed at the client.
+
+``stream_completion`` POSTs a ``/v1/completions`` body with ``stream: true`` on a shared
+``httpx.AsyncClient`` and reads vLLM's server-sent events (``data: {...}`` lines, a final
+usage chunk, ``data: [DONE]``). It returns when the stream is complete and raises
+:class:`RequestFailed` (status ``failed`` or ``timeout``, with a reason) otherwise.
+
+Times come from ``clock`` (seconds, monotonic): the first token is the first event that
+carries a choice (vLLM sends no empty deltas), the end is when ``[DONE]`` arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import httpx
+
+REPLICA_HEADER = "x-cato-replica"
+PRIORITY_HEADER = "x-cato-priority"
+EXCERPT_CHARS = 200
+
+
+class RequestFailed(Exception):
+    """A request that did not complete: ``status`` is ``failed`` or ``timeout``."""
+
+    def __init__(self, status: str, reason: str, replica: str | None = None, priority: int | None = None,
+                 first_token_s: float | None = None):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+        self.replica, self.priority, self.first_token_s = replica, priority, first_token_s
+
+
+@dataclass(slots=True)
+class StreamResult:
+    first_token_s: float | None
+    end_s: float
+    prompt_tokens: int | None  # from the usage chunk (None if the server sent none)
+    output_tokens: int | None
+    replica: str | None  # X-CATO-Replica of the response, if the server is a CATO gateway
+    priority: int | None  # X-CATO-Priority of the response
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """One line of at most ``limit`` characters."""
+    one = " ".join(text.split())
+    return one if len(one) <= limit else one[: limit - 3] + "..."
+
+
+def _int_header(headers: httpx.Headers, name: str) -> int | None:
+    raw = headers.get(name)
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def describe_error(e: BaseException) -> str:
+    """A one-line reason for a transport error (httpx messages can be empty)."""
+    text = excerpt(str(e))
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+async def stream_completion(
+    client: httpx.AsyncClient,
+    url: str,
+    body: Mapping,
+    headers: Mapping[str, str],
+    clock: Callable[[], float],
+    timeout_s: float,
+) -> StreamResult:
+    """Send one streamed completion and read it to the end (see the module docstring)."""
+    payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    first = None
+    replica = priority = None
+    usage = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with client.stream("POST", url, json=payload, headers=dict(headers)) as resp:
+                replica = resp.headers.get(REPLICA_HEADER)
+                priority = _int_header(resp.headers, PRIORITY_HEADER)
+                if resp.status_code >= 400:
+                    text = (await resp.aread()).decode("utf-8", "replace")
+                    raise RequestFailed("failed", f"HTTP {resp.status_code}: {excerpt(text)}", replica, priority)
+                done = False
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        done = True
+                        break
+                    try:
+                        event = json.loads(data)
+                    except ValueError:
+                        raise RequestFailed("failed", f"bad stream event: {excerpt(data)}", replica, priority, first) from None
+                    if "error" in event:  # vLLM reports errors after the headers this way
+                        raise RequestFailed("failed", f"stream error: {excerpt(json.dumps(event['error']))}",
+                                            replica, priority, first)
+                    if first is None and event.get("choices"):
+                        first = clock()
+                    if event.get("usage"):
+                        usage = event["usage"]
+                if not done:
+                    raise RequestFailed("failed", "stream ended without [DONE]", replica, priority, first)
+    except TimeoutError:
+        raise RequestFailed("timeout", f"no complete response within {timeout_s:g} s", replica, priority, first) from None
+    except httpx.HTTPError as e:
+        raise RequestFailed("failed", describe_error(e), replica, priority, first) from None
+    end = clock()
+    return StreamResult(
+        first, end,
+        usage.get("prompt_tokens") if usage else None,
+        usage.get("completion_tokens") if usage else None,
+        replica, priority,
+    )
