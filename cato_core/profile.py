@@ -3,14 +3,21 @@
 A step of a continuous-batching engine (vLLM) runs every running sequence once: prefill
 chunks of new prompts and one token for each decoding sequence. Its time is modelled as
 
-    step_s = overhead_s + per_token_s * T + prefill_attn_s * A + decode_ctx_s * C
+    step_s = max(linear_floor_s, overhead_s + per_token_s * T)
+             + prefill_attn_s * A + decode_ctx_s * C
 
 T   tokens in the step (prefill chunk tokens + one per decoding sequence): the linear
-    layers (projections, MLP), fitted from operator timings;
+    layers (projections, MLP), fitted from operator timings. Small steps are bound by
+    reading the weights once, whatever T: they take at least linear_floor_s (Vidur's A100
+    timings are flat at ~9.3 ms for T <= 64, where the line alone under-predicts by up to
+    30%). linear_floor_s = 0 means no floor: the plain line;
 A   sum over prefill chunks of chunk * (2 * done + chunk), i.e. p**2 for a whole prompt of
     p tokens: causal self-attention over the prompt, compute-bound;
 C   context tokens (prompt + generated) held by the decoding sequences: decode attention
     reads their KV cache, memory-bound.
+
+In a run of decode-only steps the batch size n, hence the linear part max(floor, a + b*n),
+is constant; only the context grows (by n a step), so run times stay closed-form.
 
 Profiles are data files (cato_core/profiles/*.yaml) that say where their numbers come from.
 """
@@ -35,6 +42,8 @@ class DeviceProfile(BaseModel):
     accelerators_per_replica: int = Field(default=1, ge=1)
     overhead_s: float = Field(ge=0)
     per_token_s: float = Field(ge=0)
+    # least time of the linear part (weight-read bound small steps); 0 = no floor
+    linear_floor_s: float = Field(default=0.0, ge=0)
     prefill_attn_s: float = Field(ge=0)
     decode_ctx_s: float = Field(ge=0)
     kv_capacity_tokens: int = Field(gt=0)
@@ -42,11 +51,14 @@ class DeviceProfile(BaseModel):
     estimate: bool = False  # True until a measurement on the device replaces it
     provenance: str = ""
 
+    def linear_s(self, tokens: int) -> float:
+        """Time of the linear layers for a step of ``tokens`` tokens (floored line)."""
+        return max(self.linear_floor_s, self.overhead_s + self.per_token_s * tokens)
+
     def step_s(self, tokens: int, prefill_attn: float, decode_ctx: float) -> float:
         """Time of one engine step (see the module docstring for T, A and C)."""
         return (
-            self.overhead_s
-            + self.per_token_s * tokens
+            self.linear_s(tokens)
             + self.prefill_attn_s * prefill_attn
             + self.decode_ctx_s * decode_ctx
         )
@@ -58,30 +70,39 @@ class DeviceProfile(BaseModel):
     def decode_s(self, prompt_tokens: int, output_tokens: int) -> float:
         """Isolated decode of the output tokens after the first, on an otherwise idle replica.
 
-        Decode step j (1..o-1) reads a context of p + j tokens; summed in closed form.
+        Each of the k = o-1 steps runs one token (linear part linear_s(1)); step j (1..k)
+        reads a context of p + j tokens, summed in closed form: k * (p + o/2).
         """
         k = max(output_tokens - 1, 0)
-        return k * (self.overhead_s + self.per_token_s) + self.decode_ctx_s * k * (
-            prompt_tokens + output_tokens / 2
-        )
+        return k * self.linear_s(1) + self.decode_ctx_s * k * (prompt_tokens + output_tokens / 2)
+
+    def _decode_base_s(self, seqs: int, context: int) -> float:
+        # first step of a decode-only run: constant linear part plus the initial KV read
+        return self.linear_s(seqs) + self.decode_ctx_s * context
 
     def decode_run_s(self, seqs: int, context: int, steps: int) -> float:
         """Time of ``steps`` decode-only steps of ``seqs`` sequences holding ``context`` tokens.
 
-        Each step adds one token to every sequence, so the context grows by ``seqs`` a step.
+        Each step adds one token to every sequence, so the context grows by ``seqs`` a step;
+        the linear part, max(floor, a + b*seqs), is the same every step.
         """
-        base = self.overhead_s + self.per_token_s * seqs + self.decode_ctx_s * context
+        base = self._decode_base_s(seqs, context)
         return steps * base + self.decode_ctx_s * seqs * steps * (steps - 1) / 2
 
     def decode_steps_within(self, seqs: int, context: int, elapsed_s: float) -> int:
-        """How many whole decode steps of such a batch finish within ``elapsed_s``."""
-        base = self.overhead_s + self.per_token_s * seqs + self.decode_ctx_s * context
+        """How many whole decode steps of such a batch finish within ``elapsed_s``: the largest
+        k with decode_run_s(seqs, context, k) <= elapsed_s (0 if none)."""
+        base = self._decode_base_s(seqs, context)
         g = self.decode_ctx_s * seqs
         if g == 0:
-            return int(elapsed_s // base) if base > 0 else 0
-        # Largest k with k*base + g*k*(k-1)/2 <= elapsed: root of g/2 k^2 + (base - g/2) k - e.
-        b = base - g / 2
-        k = int((-b + (b * b + 2 * g * elapsed_s) ** 0.5) / g)
+            if base <= 0:
+                return 0  # steps take no time: no finite answer; callers never ask
+            k = max(int(elapsed_s // base), 0)
+        else:
+            # Largest k with k*base + g*k*(k-1)/2 <= elapsed: root of g/2 k^2 + (base - g/2) k - e.
+            b = base - g / 2
+            k = max(int((-b + max(b * b + 2 * g * elapsed_s, 0.0) ** 0.5) / g), 0)
+        # the root is within a step or so of the answer; settle it against decode_run_s itself
         while k > 0 and self.decode_run_s(seqs, context, k) > elapsed_s:
             k -= 1
         while self.decode_run_s(seqs, context, k + 1) <= elapsed_s:

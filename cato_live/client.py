@@ -31,6 +31,7 @@ class RequestFailed(Exception):
         super().__init__(reason)
         self.status, self.reason = status, reason
         self.replica, self.priority, self.first_token_s = replica, priority, first_token_s
+        self.node: str | None = None  # set by the replayer: which task node it was
 
 
 @dataclass(slots=True)

@@ -231,14 +231,32 @@ def _lost(job: dict, e: BaseException) -> dict:
     return {**failure, "wall_s": None}
 
 
+def _reachable(address: str) -> None:
+    """Fail fast on a HOST:PORT (or ray://HOST:PORT) nobody listens on: Ray itself waits minutes."""
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if address in ("local", "auto") or not sep or not port.isdigit():
+        return
+    import socket
+
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as e:
+        raise InputError("--ray-address", address, f"a reachable Ray cluster or 'local' ({e.__class__.__name__})") from None
+
+
 def _ray(jobs: list[dict], address: str, workers: int | None) -> Iterator[dict]:
-    """Each run a Ray task. ``address="local"`` starts a local Ray instance for the sweep."""
+    """Each run a Ray task. ``address="local"`` starts a local Ray instance for the sweep.
+
+    Connects at once (bad input fails before anything runs); the results come as they finish.
+    """
     try:
         import ray
     except ImportError:
         raise InputError("--ray-address", address, "the ray extra installed (pip install 'cato[ray]')") from None
     started = not ray.is_initialized()
     if started:
+        _reachable(address)
         root = str(Path(__file__).resolve().parents[1])  # lets local workers import cato_* uninstalled
         try:
             if address == "local":
@@ -249,6 +267,10 @@ def _ray(jobs: list[dict], address: str, workers: int | None) -> Iterator[dict]:
                 ray.init(address=address, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise InputError("--ray-address", address, f"a reachable Ray cluster or 'local' ({type(e).__name__})") from None
+    return _ray_results(ray, jobs, started)
+
+
+def _ray_results(ray, jobs: list[dict], started: bool) -> Iterator[dict]:
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(run_job)
         pending = {task.remote(job): job for job in jobs}
@@ -283,11 +305,11 @@ def run_sweep(exp: Experiment, base_dir: Path, out: Path, policies: list[str], r
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(json.dumps(plan, indent=2) + "\n")
     jobs = jobs_of(plan, out)
-    bar = progress.add_task(f"{exp.name}: runs", total=len(jobs)) if progress is not None else None
     if ray_address:
         records = _ray(jobs, ray_address, workers)
     else:
         records = _local(jobs, min(workers or os.cpu_count() or 1, len(jobs)))
+    bar = progress.add_task(f"{exp.name}: runs", total=len(jobs)) if progress is not None else None
     for rec in records:
         if progress is not None:
             progress.advance(bar)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -21,7 +22,8 @@ def test_readme_example_runs(tmp_path, command):
     for folder in ("experiments", "traces", "data"):
         (tmp_path / folder).symlink_to(ROOT / folder)
     argv = shlex.split(command)
-    proc = subprocess.run([sys.executable, "-m", "cato_sim", *argv[1:]], cwd=tmp_path,
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the checkout, installed or not
+    proc = subprocess.run([sys.executable, "-m", "cato_sim", *argv[1:]], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert any((tmp_path / "results").iterdir())

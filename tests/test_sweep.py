@@ -180,6 +180,12 @@ def test_ray_address_without_ray_is_an_input_error(exp_file, tmp_path, monkeypat
     assert res.exit_code == 2 and "ray" in res.output
 
 
+def test_unreachable_ray_address_fails_fast(exp_file, tmp_path):
+    res = CliRunner().invoke(app, ["sweep", str(exp_file), "--rates", "1", "--policies", "cato",
+                                   "--ray-address", "127.0.0.1:1", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "--ray-address" in res.output, res.output
+
+
 def test_builtin_policies_and_precedence(exp_file):
     exp, _ = load_experiment(exp_file)
     cato, rr, ray = resolve_policies(exp, ["cato", "round_robin", "rayserve"])

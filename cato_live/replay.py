@@ -1,0 +1,398 @@
+"""Replay a trace against a live OpenAI-compatible endpoint (vLLM, a CATO gateway, the emulator).
+
+Open loop: task i starts at ``arrival_s * time_scale`` seconds after the replay starts,
+whatever happened to the tasks before it. A task walks its type's graph: a tool node is a
+sleep (lognormal around its median, seeded per task), an LLM node one streamed
+``/v1/completions`` request (cato_live.client) whose prompt is a list of seeded random token
+IDs of exactly ``prompt_tokens`` length, with ``max_tokens = output_tokens`` and
+``ignore_eos``. Each LLM request carries the task type, task id and the node's deadline
+(cato_live.replay_plan); plain vLLM ignores these headers.
+
+Measured at the client, on the replay's clock (seconds since the replay started):
+task TTFT = first token of the last LLM node - arrival, task E2E = end of the last node -
+arrival, node queued = request sent, first token, end. What the client cannot see is left
+empty: nodes.start_s and wait_s (when the engine took the request), and predicted_wait_s.
+replica and priority come from the gateway's X-CATO-Replica / X-CATO-Priority response
+headers when it sends them (else: the target URL / empty).
+
+Every task ends in tasks.parquet exactly once: ok, failed (HTTP status and body excerpt,
+or the connection error), timeout (a request not complete within ``timeout_s``) or
+cancelled (the replay was stopped before it finished, e.g. by Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+
+from cato_core.profile import DeviceProfile
+from cato_core.results import NODES, REPLICAS, TASKS, TableWriter
+from cato_core.tasks import TaskType
+from cato_live.client import RequestFailed, describe_error, stream_completion
+from cato_live.replay_plan import TypePlan, compile_types, request_headers
+
+MIN_TOKEN_ID = 10  # prompts avoid the lowest IDs, where tokenizers keep special tokens
+GATEWAY_REPLICAS_PATH = "/v1/cato/replicas"
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    target: str  # base URL, no trailing /v1
+    model: str | None  # None: leave "model" out of the request body
+    profile: DeviceProfile  # baselines of every model's LLM nodes
+    task_types: Mapping[str, TaskType]
+    time_scale: float = 1.0
+    seed: int = 0
+    timeout_s: float = 300.0
+    vocab_size: int = 2000
+    connections: int = 1024
+    profiles: Mapping[str, DeviceProfile] = field(default_factory=dict)  # per model, over ``profile``
+
+
+@dataclass
+class NodeRec:
+    replica: str | None = None
+    priority: int | None = None
+    slack_s: float | None = None
+    queued_s: float | None = None
+    start_s: float | None = None
+    first_token_s: float | None = None
+    end_s: float | None = None
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+class _Task:
+    __slots__ = ("id", "row", "plan", "arrival", "prompt", "output", "sla", "deadlines", "recs",
+                 "tool_s", "rng", "done")
+
+    def __init__(self, task_id: str, row: int, plan: TypePlan, arrival: float, prompt: int, output: int):
+        self.id, self.row, self.plan, self.arrival = task_id, row, plan, arrival
+        self.prompt, self.output = prompt, output
+        self.recs: list[NodeRec | None] = [None] * len(plan.nodes)
+        self.done = False
+
+
+@dataclass
+class ReplayResult:
+    end_s: float  # the replay clock when the books were closed
+    interrupted: bool
+    by_status: dict[str, int]
+    replicas_from: str  # "gateway" or "client"
+
+
+def tool_durations(plan: TypePlan, rng: np.random.Generator) -> list[float]:
+    """A task's tool-node durations, drawn in node order (0 for LLM nodes).
+
+    Lognormal around the median as in the simulator: median * exp(sigma * N(0, 1)), one
+    draw per tool node with sigma > 0. The simulator draws from one generator in event
+    order; the replayer from one generator per task (seed, row), so a task's draws do not
+    depend on how other tasks were timed.
+    """
+    out = []
+    for n in plan.nodes:
+        if n.kind != "tool":
+            out.append(0.0)
+        elif n.tool_sigma:
+            out.append(n.tool_median_s * math.exp(n.tool_sigma * rng.standard_normal()))
+        else:
+            out.append(n.tool_median_s)
+    return out
+
+
+def prompt_ids(rng: np.random.Generator, n: int, vocab_size: int) -> list[int]:
+    return rng.integers(MIN_TOKEN_ID, vocab_size, size=n).tolist()
+
+
+def busy_seconds(intervals: list[tuple[float, float]]) -> float:
+    """Length of the union of [start, end] intervals: time with at least one request in flight."""
+    total, cur_s, cur_e = 0.0, None, None
+    for s, e in sorted(intervals):
+        if cur_e is None or s > cur_e:
+            if cur_e is not None:
+                total += cur_e - cur_s
+            cur_s, cur_e = s, e
+        else:
+            cur_e = max(cur_e, e)
+    if cur_e is not None:
+        total += cur_e - cur_s
+    return total
+
+
+def task_row(task: _Task, status: str, error: str | None, now: float) -> tuple:
+    """The tasks.parquet row of a task that ended at ``now`` (same meanings as the simulator)."""
+    first = task.recs[task.plan.streamed]
+    ttft = first.first_token_s - task.arrival if first is not None and first.first_token_s is not None else None
+    e2e = now - task.arrival if status == "ok" else None
+    metric = ttft if task.plan.metric == "ttft" else e2e
+    met = status == "ok" and metric is not None and metric <= task.sla + 1e-12
+    return (task.id, task.plan.name, task.plan.metric, task.arrival, ttft, e2e, task.sla, met, status, error)
+
+
+def node_rows(task: _Task, task_status: str) -> list[tuple]:
+    rows = []
+    for n, rec in zip(task.plan.nodes, task.recs):
+        if rec is None:
+            continue
+        wait = rec.start_s - rec.queued_s if rec.start_s is not None and rec.queued_s is not None else None
+        status = "ok" if rec.end_s is not None else task_status
+        rows.append((task.id, n.name, n.kind, n.model, rec.replica, rec.priority, rec.slack_s, None, wait,
+                     task.deadlines[n.index], rec.queued_s, rec.start_s, rec.first_token_s, rec.end_s,
+                     rec.prompt_tokens, rec.output_tokens, status))
+    return rows
+
+
+class Replayer:
+    """One replay of one trace. ``run()`` once; the tables are in ``out_dir`` afterwards."""
+
+    def __init__(self, trace: pd.DataFrame, cfg: ReplayConfig, out_dir: str | Path,
+                 on_task_done: Callable[[str], None] | None = None):
+        self.trace, self.cfg, self.out = trace.reset_index(drop=True), cfg, Path(out_dir)
+        self.on_task_done = on_task_done
+        self.plans = compile_types(cfg.task_types, cfg.model)
+        self.url = cfg.target.rstrip("/") + "/v1/completions"
+        self.tasks: dict[str, _Task] = {}
+        self.running: dict[str, asyncio.Task] = {}
+        self.inflight: list[tuple[float, float]] = []  # client-side [sent, end] of LLM requests
+        self.requests = 0
+        self.finished = 0
+        self._status_counts: dict[str, int] = {}
+        self._stop = None
+        self._all_done = None
+        self._t0 = 0.0
+        self._loop = None
+        self._tasks_w = self._nodes_w = None
+
+    # -- clock -------------------------------------------------------------------------
+    def now(self) -> float:
+        return self._loop.time() - self._t0
+
+    def stop(self) -> None:
+        """Stop the replay (thread-unsafe; call from the loop, e.g. a signal handler)."""
+        if self._stop is not None:
+            self._stop.set()
+
+    # -- the run -----------------------------------------------------------------------
+    async def run(self) -> ReplayResult:
+        self._loop = asyncio.get_running_loop()
+        self._stop, self._all_done = asyncio.Event(), asyncio.Event()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._tasks_w = TableWriter(self.out / "tasks.parquet", TASKS)
+        self._nodes_w = TableWriter(self.out / "nodes.parquet", NODES)
+        limits = httpx.Limits(max_connections=self.cfg.connections, max_keepalive_connections=self.cfg.connections)
+        timeout = httpx.Timeout(None, connect=min(10.0, self.cfg.timeout_s))
+        interrupted = False
+        replicas_from = "client"
+        try:
+            async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
+                self._t0 = self._loop.time()
+                dispatcher = asyncio.create_task(self._dispatch(client))
+                waiters = [asyncio.create_task(self._all_done.wait()), asyncio.create_task(self._stop.wait())]
+                try:
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    interrupted = not self._all_done.is_set()
+                    pending = [dispatcher, *waiters, *self.running.values()]
+                    for w in pending:
+                        w.cancel()
+                    await asyncio.gather(*pending, return_exceptions=True)
+                end = self.now()
+                self._close_open(end, "cancelled", "replay stopped before the task finished")
+                rows = await self._gateway_replicas(client)
+        except BaseException:
+            end = self.now() if self._t0 else 0.0
+            self._close_open(end, "cancelled", "replay aborted before the task finished")
+            self._close_writers([])
+            raise
+        if rows is not None:
+            replicas_from = "gateway"
+        else:
+            rows = [self._client_replica_row(end)]
+        self._close_writers(rows)
+        return ReplayResult(end, interrupted, dict(self._status_counts), replicas_from)
+
+    def _close_writers(self, replica_rows: list[tuple]) -> None:
+        w = TableWriter(self.out / "replicas.parquet", REPLICAS)
+        for r in replica_rows:
+            w.add(r)
+        for writer in (self._tasks_w, self._nodes_w, w):
+            writer.close()
+
+    def _close_open(self, end: float, status: str, error: str) -> None:
+        """Every task not yet in tasks.parquet goes there now, with ``status``."""
+        for i, task_id in enumerate(self.trace["task_id"]):
+            task = self.tasks.get(task_id)
+            if task is None:
+                task = self._make_task(i)
+            if not task.done:
+                self._end_task(task, end, status, error)
+
+    async def _dispatch(self, client: httpx.AsyncClient) -> None:
+        scale = self.cfg.time_scale
+        for i, arrival in enumerate(self.trace["arrival_s"]):
+            delay = float(arrival) * scale - self.now()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = self._make_task(i)
+            self.running[task.id] = asyncio.create_task(self._run_task(client, task), name=task.id)
+
+    def _make_task(self, i: int) -> _Task:
+        row = self.trace.iloc[i]
+        task_id = str(row["task_id"])
+        if task_id in self.tasks:
+            return self.tasks[task_id]
+        plan = self.plans[row["task_type"]]
+        arrival = float(row["arrival_s"]) * self.cfg.time_scale
+        task = _Task(task_id, i, plan, arrival, int(row["prompt_tokens"]), int(row["output_tokens"]))
+        base = plan.baselines(self.cfg.profiles, self.cfg.profile, task.prompt, task.output)
+        sla = row["sla_s"] if "sla_s" in row.index else None
+        task.sla, task.deadlines = plan.sla_and_deadlines(base, arrival, None if sla is None else float(sla))
+        task.rng = np.random.default_rng([self.cfg.seed, i])
+        task.tool_s = tool_durations(plan, task.rng)
+        self.tasks[task_id] = task
+        return task
+
+    async def _run_task(self, client: httpx.AsyncClient, task: _Task) -> None:
+        nodes = task.plan.nodes
+        prompts = {n.index: prompt_ids(task.rng, task.prompt, self.cfg.vocab_size) for n in nodes if n.kind == "llm"}
+        runs: list[asyncio.Task] = []
+        try:
+            for n in nodes:
+                runs.append(asyncio.create_task(self._run_node(client, task, n, [runs[d] for d in n.after], prompts)))
+            await asyncio.gather(*runs)
+            self._end_task(task, self.now(), "ok", None)
+        except RequestFailed as e:
+            self._end_task(task, self.now(), e.status, f"node {e.node}: {e.reason}")
+        except asyncio.CancelledError:
+            self._end_task(task, self.now(), "cancelled", "replay stopped before the task finished")
+            raise
+        except Exception as e:  # a bug must not lose the task
+            self._end_task(task, self.now(), "failed", f"replayer error: {describe_error(e)}")
+        finally:
+            for r in runs:
+                r.cancel()
+            if runs:
+                await asyncio.gather(*runs, return_exceptions=True)
+            self.running.pop(task.id, None)
+
+    async def _run_node(self, client, task: _Task, node, before: list[asyncio.Task], prompts) -> None:
+        if before:
+            await asyncio.gather(*before)
+        rec = task.recs[node.index] = NodeRec(queued_s=self.now())
+        if node.kind == "tool":
+            rec.start_s = rec.queued_s
+            await asyncio.sleep(task.tool_s[node.index])
+            rec.end_s = self.now()
+            return
+        body = {"prompt": prompts[node.index], "max_tokens": task.output, "ignore_eos": True, "temperature": 0.0}
+        if node.model is not None:
+            body["model"] = node.model
+        deadline = task.deadlines[node.index]
+        sent = self.now()
+        rec.queued_s, rec.slack_s = sent, deadline - sent
+        headers = request_headers(task.plan.name, task.id, deadline, sent)
+        self.requests += 1
+        rec.replica = self.cfg.target
+        try:
+            res = await stream_completion(client, self.url, body, headers, self.now, self.cfg.timeout_s)
+        except RequestFailed as e:
+            e.node = node.name
+            rec.replica = e.replica or rec.replica
+            rec.priority, rec.first_token_s = e.priority, e.first_token_s
+            self.inflight.append((sent, self.now()))
+            raise
+        except asyncio.CancelledError:
+            self.inflight.append((sent, self.now()))
+            raise
+        self.inflight.append((sent, res.end_s))
+        rec.replica = res.replica or rec.replica
+        rec.priority, rec.first_token_s, rec.end_s = res.priority, res.first_token_s, res.end_s
+        rec.prompt_tokens, rec.output_tokens = res.prompt_tokens, res.output_tokens
+
+    # -- books -------------------------------------------------------------------------
+    def _end_task(self, task: _Task, now: float, status: str, error: str | None) -> None:
+        if task.done:
+            return
+        task.done = True
+        self._tasks_w.add(task_row(task, status, error, now))
+        for row in node_rows(task, status):
+            self._nodes_w.add(row)
+        self._status_counts[status] = self._status_counts.get(status, 0) + 1
+        self.finished += 1
+        if self.on_task_done:
+            self.on_task_done(status)
+        if self.finished == len(self.trace):
+            self._all_done.set()
+
+    def _client_replica_row(self, end: float) -> tuple:
+        return (self.cfg.target, self.cfg.model or "", 0, 0.0, 0.0, end, busy_seconds(self.inflight), self.requests)
+
+    async def _gateway_replicas(self, client: httpx.AsyncClient) -> list[tuple] | None:
+        """The gateway's replica table, if the target is a CATO gateway that serves one."""
+        try:
+            resp = await client.get(self.cfg.target.rstrip("/") + GATEWAY_REPLICAS_PATH, timeout=5.0)
+            if resp.status_code != 200:
+                return None
+            data = resp.json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        items = data.get("replicas") if isinstance(data, dict) else data
+        if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
+            return None
+        return [tuple(x.get(name) for name in REPLICAS.names) for x in items]
+
+
+# -- summary ---------------------------------------------------------------------------
+VERSIONED = ("cato", "httpx", "numpy", "pandas", "pyarrow", "pydantic")
+
+
+def versions() -> dict[str, str]:
+    import platform
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def write_summary(out: Path, args: dict, cfg: ReplayConfig, result: ReplayResult, wall_s: float) -> dict:
+    """summary.json: resolved arguments, seed, versions, wall time and the summarize() figures
+    of the tables just written (the same code as cato-sim's summaries)."""
+    import json
+
+    from cato_core.metrics import summarize
+
+    tasks = pd.read_parquet(out / "tasks.parquet")
+    replicas = pd.read_parquet(out / "replicas.parquet")
+    acc = {m: p.accelerators_per_replica for m, p in cfg.profiles.items()}
+    acc.setdefault(cfg.model or "", cfg.profile.accelerators_per_replica)
+    if cfg.model:
+        acc.setdefault(cfg.model, cfg.profile.accelerators_per_replica)
+    summary = {
+        "run": "replay",
+        "seed": cfg.seed,
+        "versions": versions(),
+        "wall_s": wall_s,
+        "replayed_s": result.end_s,
+        "interrupted": result.interrupted,
+        "replicas_from": result.replicas_from,
+        "config": {
+            **args,
+            "profile": cfg.profile.model_dump(mode="json"),
+            "task_types": {k: t.model_dump(mode="json") for k, t in cfg.task_types.items()},
+        },
+        **summarize(tasks, replicas, acc),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
