@@ -75,3 +75,26 @@ def test_request_larger_than_kv_cache_fails_with_reason(tmp_path, profile_file):
                    profile={"kv_capacity_tokens": 50})
     assert tasks.loc["a", "status"] == "failed" and "KV" in tasks.loc["a", "error"]
     assert tasks.loc["b", "status"] == "ok" and not tasks.loc["a", "met"]
+
+
+def test_events_per_request_do_not_grow_with_output_length(tmp_path, profile_file):
+    """Decode runs advance to the next finish in one event, whatever the output length.
+
+    Twenty requests in two waves: the second wave cuts the first one's decode run; then one
+    run per finishing request. Same pattern at 10 or 100,000 output tokens, same events."""
+    from cato_sim.experiment import parse_experiment
+
+    def events(output):
+        exp = parse_experiment({
+            "trace": {"path": "unused.parquet"},
+            "models": {"m": {"profile": str(profile_file()), "replicas": 2}},
+            "setups": [{"name": "s", "router": "cato"}],
+        }, "test")
+        trace = pd.DataFrame({"task_id": [f"t{i}" for i in range(20)], "arrival_s": [0.0] * 10 + [0.001] * 10,
+                              "task_type": ["generation"] * 20, "prompt_tokens": [50] * 20,
+                              "output_tokens": [output + i for i in range(20)]})
+        sim = Simulation(exp, exp.setups[0], trace, tmp_path / str(output), seed=0)
+        sim.run()
+        return next(sim.env._eid)
+
+    assert events(10) == events(1000) == events(100_000)
