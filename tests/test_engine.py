@@ -87,7 +87,7 @@ def test_events_per_request_do_not_grow_with_output_length(tmp_path, profile_fil
     def events(output):
         exp = parse_experiment({
             "trace": {"path": "unused.parquet"},
-            "models": {"m": {"profile": str(profile_file()), "replicas": 2}},
+            "models": {"m": {"profile": str(profile_file(kv_capacity_tokens=10**9)), "replicas": 2}},
             "setups": [{"name": "s", "router": "cato"}],
         }, "test")
         trace = pd.DataFrame({"task_id": [f"t{i}" for i in range(20)], "arrival_s": [0.0] * 10 + [0.001] * 10,
@@ -97,4 +97,4 @@ def test_events_per_request_do_not_grow_with_output_length(tmp_path, profile_fil
         sim.run()
         return next(sim.env._eid)
 
-    assert events(10) == events(1000) == events(100_000)
+    assert events(10) == events(1000) == events(100_000)  # 10,000x the decode steps
