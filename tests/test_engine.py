@@ -89,12 +89,14 @@ def test_events_per_request_do_not_grow_with_output_length(tmp_path, profile_fil
             "trace": {"path": "unused.parquet"},
             "models": {"m": {"profile": str(profile_file(kv_capacity_tokens=10**9)), "replicas": 2}},
             "setups": [{"name": "s", "router": "cato"}],
+            "drain_s": 1e9,
         }, "test")
         trace = pd.DataFrame({"task_id": [f"t{i}" for i in range(20)], "arrival_s": [0.0] * 10 + [0.001] * 10,
                               "task_type": ["generation"] * 20, "prompt_tokens": [50] * 20,
                               "output_tokens": [output + i for i in range(20)]})
         sim = Simulation(exp, exp.setups[0], trace, tmp_path / str(output), seed=0)
         sim.run()
+        assert (pd.read_parquet(tmp_path / str(output) / "tasks.parquet")["status"] == "ok").all()
         return next(sim.env._eid)
 
     assert events(10) == events(1000) == events(100_000)  # 10,000x the decode steps
