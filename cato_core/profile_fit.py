@@ -1,7 +1,9 @@
 """Build device profiles from public operator timings plus first-principles attention.
 
-Linear part (overhead_s + per_token_s * T): least-squares fit to Vidur's per-operator MLP
-timings (microsoft/vidur, MIT), summed over the layers of the model.
+Linear part max(linear_floor_s, overhead_s + per_token_s * T): fitted to Vidur's
+per-operator MLP timings (microsoft/vidur, MIT), summed over the layers of the model. The
+floor is the median time of the steps of at most 64 tokens (weight-read bound, flat); the
+line is a least-squares fit (relative error) to the larger steps (see fit_floored_linear).
 Attention, absent from Vidur's MLP data, is modelled:
   prefill: causal QK^T and AV cost 2 * n_layers * n_heads * head_dim FLOPs per unit of A
            (A = p**2 for a whole prompt), at peak fp16 FLOP/s * flops_efficiency;
@@ -26,6 +28,8 @@ from cato_core.errors import InputError
 from cato_core.profile import DeviceProfile
 
 GIB = 2**30
+# Steps of at most this many tokens are taken as weight-read bound (see fit_floored_linear).
+FLOOR_MAX_TOKENS = 64
 VIDUR_A100_CSV = "profiles/vidur_llama2_7b/a100/mlp.csv"  # relative to the data directory
 
 
@@ -98,12 +102,14 @@ DEVICES = {"a100": A100_80GB, "h100": H100_SXM, "a40": A40, "910b4": ASCEND_910B
 class LinearFit:
     overhead_s: float
     per_token_s: float
-    rms_rel: float  # root mean square of (model - data) / data
+    rms_rel: float  # root mean square of (model - data) / data, model = max(floor, line)
     max_rel: float  # largest |(model - data) / data|
     max_rel_tokens: int  # T where it occurs
-    n_points: int
+    n_points: int  # rows the residuals are over (all rows)
     t_min: int
     t_max: int
+    floor_s: float = 0.0  # 0 = no floor
+    floor_rows: int = 0  # rows the floor was taken from (the line is fitted to the others)
 
 
 def read_vidur_mlp(csv_path: str | Path, *, n_layers: int, tensor_parallel: int = 1,
@@ -137,15 +143,50 @@ def read_vidur_mlp(csv_path: str | Path, *, n_layers: int, tensor_parallel: int 
     return df.num_tokens.to_numpy(), ms.to_numpy() / 1e3
 
 
+def _residuals(t: np.ndarray, y: np.ndarray, a: float, b: float, floor: float = 0.0,
+               floor_rows: int = 0) -> LinearFit:
+    rel = (np.maximum(floor, a + b * t) - y) / y
+    i = int(np.argmax(np.abs(rel)))
+    return LinearFit(float(a), float(b), float(np.sqrt(np.mean(rel**2))), float(abs(rel[i])),
+                     int(t[i]), len(t), int(t.min()), int(t.max()), float(floor), floor_rows)
+
+
 def fit_linear(tokens: np.ndarray, seconds: np.ndarray) -> LinearFit:
     """Least-squares a + b*T minimising relative error: 1 token and 4096 tokens count alike."""
     t, y = np.asarray(tokens, float), np.asarray(seconds, float)
     w = 1 / y
     (a, b), *_ = np.linalg.lstsq(np.c_[w, t * w], np.ones_like(y), rcond=None)
-    rel = (a + b * t - y) / y
-    i = int(np.argmax(np.abs(rel)))
-    return LinearFit(float(a), float(b), float(np.sqrt(np.mean(rel**2))), float(abs(rel[i])),
-                     int(t[i]), len(t), int(t.min()), int(t.max()))
+    return _residuals(t, y, a, b)
+
+
+def fit_floored_linear(tokens: np.ndarray, seconds: np.ndarray,
+                       floor_max_tokens: int = FLOOR_MAX_TOKENS) -> LinearFit:
+    """max(floor, a + b*T): floor from the steps of T <= floor_max_tokens, line from the rest.
+
+    A linear layer of T tokens does 2*T FLOPs per 2-byte fp16 weight it reads, i.e. T FLOPs a
+    byte; below the device's ridge point (A100: 312 TFLOP/s / 2 TB/s = 156, ~110 at the
+    assumed efficiencies; the 910B4's is higher) the step is bound by reading the weights and
+    takes the same time whatever T. Vidur's A100 rows agree: 8.96-9.83 ms for T = 1..64, then
+    11.4 ms at T = 72. The floor is the MEDIAN over T <= 64 rather than the time at the
+    smallest T: it is as representative of the flat part and robust to one noisy row (the
+    T = 1 row alone is a single median, and T = 2 is 3% below it). The line is fitted, by
+    least relative error, to the rows above T = 64 only, so the flat rows no longer drag its
+    intercept up and its slope down; it crosses the floor near T = 64 by itself (A100: 72).
+    The floor is kept only if it lowers the rms relative residual over ALL rows of
+    max(floor, line) below that of a line fitted to all rows, and the line's coefficients are
+    not negative (data that is a line, or with too few rows either side of the split, give
+    floor 0 and the plain line).
+    """
+    t, y = np.asarray(tokens, float), np.asarray(seconds, float)
+    plain = fit_linear(t, y)
+    small = t <= floor_max_tokens
+    if small.sum() < 1 or (~small).sum() < 2:
+        return plain
+    line = fit_linear(t[~small], y[~small])
+    floored = _residuals(t, y, line.overhead_s, line.per_token_s, float(np.median(y[small])),
+                         int(small.sum()))
+    ok = line.overhead_s >= 0 and line.per_token_s > 0 and floored.rms_rel < plain.rms_rel
+    return floored if ok else plain
 
 
 def attention_coefficients(arch: ModelArch, spec: DeviceSpec,
@@ -173,19 +214,24 @@ def fit_vidur_profile(
     csv_path: str | Path, *, name: str, model: str, device: str, tensor_parallel: int = 1,
     arch: ModelArch = CODELLAMA_7B, spec: DeviceSpec = A100_80GB,
     gpu_memory_utilization: float = 0.9, max_tokens: int | None = None,
-    cold_start_s: float = 20.0,
+    floor_max_tokens: int = FLOOR_MAX_TOKENS, cold_start_s: float = 20.0,
     cold_start_basis: str = "13.5 GB fp16 weights read from NVMe (~2 GB/s, ~7 s) plus vLLM "
     "start-up (CUDA context, memory profiling, CUDA graph capture, ~13 s)",
     source: str | None = None,
 ) -> DeviceProfile:
-    """Profile from a Vidur mlp.csv: fitted linear part, modelled attention and KV capacity."""
+    """Profile from a Vidur mlp.csv: fitted (floored) linear part, modelled attention and KV
+    capacity."""
     t, y = read_vidur_mlp(csv_path, n_layers=arch.n_layers, tensor_parallel=tensor_parallel,
                           d_model=arch.d_model)
     if max_tokens is not None:
         t, y = t[t <= max_tokens], y[t <= max_tokens]
     if len(t) < 2:
         raise InputError(str(csv_path), "num_tokens", "at least 2 rows to fit")
-    fit = fit_linear(t, y)
+    fit = fit_floored_linear(t, y, floor_max_tokens)
+    plain = fit_linear(t, y)
+    small = t <= floor_max_tokens
+    small_rel = np.abs(np.maximum(fit.floor_s, fit.overhead_s + fit.per_token_s * t[small])
+                       - y[small]) / y[small]
     attn, ctx = attention_coefficients(arch, spec, tensor_parallel)
     kv = kv_capacity_tokens(arch, spec, tensor_parallel, gpu_memory_utilization)
     weight_read = arch.weight_bytes / tensor_parallel / spec.bandwidth
@@ -195,11 +241,23 @@ def fit_vidur_profile(
         f"Per step: emb + {arch.n_layers} layers x (input_layernorm, attn_pre_proj, attn_rope, "
         "attn_post_proj, post_attention_layernorm, mlp_up_proj, mlp_act, mlp_down_proj, add), "
         "medians.",
-        f"Fit a + b*T by least squares on relative error, {fit.n_points} rows, "
-        f"T = {fit.t_min}..{fit.t_max}: relative residuals rms {fit.rms_rel:.1%}, "
-        f"max {fit.max_rel:.1%} at T = {fit.max_rel_tokens}.",
-        "Small batches are weight-read bound (Vidur: flat ~9.3 ms for T <= 64), which a line "
-        "under-predicts.",
+        *([
+            f"Small steps are weight-read bound: linear_floor_s = median of the "
+            f"{fit.floor_rows} rows with T <= {floor_max_tokens} "
+            f"({fit.floor_s * 1e3:.2f} ms); a + b*T fitted by least squares on relative "
+            f"error to the {fit.n_points - fit.floor_rows} rows with T > {floor_max_tokens}; "
+            f"the two meet at T = {(fit.floor_s - fit.overhead_s) / fit.per_token_s:.0f}.",
+            f"Residuals of max(floor, a + b*T) over all {fit.n_points} rows, "
+            f"T = {fit.t_min}..{fit.t_max}: rms {fit.rms_rel:.1%}, max {fit.max_rel:.1%} at "
+            f"T = {fit.max_rel_tokens}; max {small_rel.max():.1%} over T <= {floor_max_tokens} "
+            f"(a line alone fitted to all rows: rms {plain.rms_rel:.1%}, max "
+            f"{plain.max_rel:.1%} at T = {plain.max_rel_tokens}).",
+        ] if fit.floor_s > 0 else [
+            f"Fit a + b*T by least squares on relative error, {fit.n_points} rows, "
+            f"T = {fit.t_min}..{fit.t_max}: relative residuals rms {fit.rms_rel:.1%}, "
+            f"max {fit.max_rel:.1%} at T = {fit.max_rel_tokens}; no floor (one fitted to "
+            f"T <= {floor_max_tokens} did not lower the residuals).",
+        ]),
         f"Attention is NOT measured; modelled for {arch.name} on {spec.name}:",
         f"  prefill_attn_s = 2*layers*heads*head_dim = {arch.attn_flops_per_a} FLOPs per unit "
         f"of A / ({spec.peak_flops / 1e12:g} TFLOP/s x {spec.flops_efficiency:g});",
@@ -208,7 +266,9 @@ def fit_vidur_profile(
         f"({spec.bandwidth / 1e12:g} TB/s x {spec.bandwidth_efficiency:g}).",
         f"  Check: reading {arch.weight_bytes / 1e9:.2f} GB of weights at "
         f"{spec.bandwidth / 1e12:g} TB/s takes {weight_read * 1e3:.2f} ms; "
-        f"Vidur's T={int(t[0])} step is {y[0] * 1e3:.2f} ms.",
+        f"Vidur's T={int(t[0])} step is {y[0] * 1e3:.2f} ms"
+        + (f" and the floor {fit.floor_s * 1e3:.2f} ms (weights read at "
+           f"{weight_read / fit.floor_s:.2f} of the bandwidth)." if fit.floor_s > 0 else "."),
         f"  Device: {spec.basis}.",
         f"kv_capacity_tokens = ({spec.hbm_bytes / GIB:g} GiB x {tensor_parallel} x "
         f"{gpu_memory_utilization:g} - {arch.weight_bytes / 1e9:.2f} GB weights) / "
@@ -220,7 +280,7 @@ def fit_vidur_profile(
     return DeviceProfile(
         name=name, model=model, device=device, accelerators_per_replica=tensor_parallel,
         overhead_s=_sig(fit.overhead_s), per_token_s=_sig(fit.per_token_s),
-        prefill_attn_s=_sig(attn), decode_ctx_s=_sig(ctx), kv_capacity_tokens=kv,
+        linear_floor_s=_sig(fit.floor_s), prefill_attn_s=_sig(attn), decode_ctx_s=_sig(ctx), kv_capacity_tokens=kv,
         cold_start_s=cold_start_s, estimate=False, provenance=provenance,
     )
 
@@ -236,12 +296,15 @@ def scale_profile(
         name=name, model=model, device=device,
         # the fixed cost of a step is mostly reading the weights once: bandwidth-bound
         overhead_s=_sig(base.overhead_s * param_ratio / bandwidth_ratio),
+        # the floor IS the time to read the weights once: weight bytes / bandwidth
+        linear_floor_s=_sig(base.linear_floor_s * param_ratio / bandwidth_ratio),
         per_token_s=_sig(base.per_token_s * param_ratio / compute_ratio),
         prefill_attn_s=_sig(base.prefill_attn_s * attn_flops_ratio / compute_ratio),
         decode_ctx_s=_sig(base.decode_ctx_s * kv_bytes_ratio / bandwidth_ratio),
         kv_capacity_tokens=kv_capacity_tokens, cold_start_s=cold_start_s, estimate=True,
         provenance=f"ESTIMATE derived from profile {base.name}.\n{basis}\n"
-        f"overhead_s x {param_ratio:.4g} (params) / {bandwidth_ratio:.4g} (bandwidth); "
+        f"overhead_s and linear_floor_s x {param_ratio:.4g} (params) / {bandwidth_ratio:.4g} "
+        "(bandwidth); "
         f"per_token_s x {param_ratio:.4g} / {compute_ratio:.4g} (compute); "
         f"prefill_attn_s x {attn_flops_ratio:.4g} / {compute_ratio:.4g}; "
         f"decode_ctx_s x {kv_bytes_ratio:.4g} (KV bytes) / {bandwidth_ratio:.4g}.\n"
@@ -296,8 +359,8 @@ def write_profile(profile: DeviceProfile, path: str | Path) -> Path:
     header = (
         f"# Device profile {profile.name}: {profile.model} on {profile.device}"
         f"{' (ESTIMATE)' if profile.estimate else ''}.\n"
-        "# step_s = overhead_s + per_token_s*T + prefill_attn_s*A + decode_ctx_s*C "
-        "(cato_core/profile.py).\n"
+        "# step_s = max(linear_floor_s, overhead_s + per_token_s*T) + prefill_attn_s*A "
+        "+ decode_ctx_s*C (cato_core/profile.py).\n"
         "# Generated by cato_core.profile_fit; regenerate rather than edit.\n"
     )
     body = yaml.dump(profile.model_dump(), Dumper=_Dumper, sort_keys=False, width=100,

@@ -302,13 +302,13 @@ def run_sweep(exp: Experiment, base_dir: Path, out: Path, policies: list[str], r
     if workers is not None and workers < 1:
         raise InputError("--workers", str(workers), "at least 1")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.json").write_text(json.dumps(plan, indent=2) + "\n")
     jobs = jobs_of(plan, out)
     if ray_address:
-        records = _ray(jobs, ray_address, workers)
+        records = _ray(jobs, ray_address, workers)  # connects now: a bad address writes nothing
     else:
         records = _local(jobs, min(workers or os.cpu_count() or 1, len(jobs)))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.json").write_text(json.dumps(plan, indent=2) + "\n")
     bar = progress.add_task(f"{exp.name}: runs", total=len(jobs)) if progress is not None else None
     for rec in records:
         if progress is not None:

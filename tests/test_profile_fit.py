@@ -8,8 +8,9 @@ import yaml
 from cato_core.errors import InputError
 from cato_core.profile import load_profile, shipped_profiles
 from cato_core.profile_fit import (
-    A100_80GB, CODELLAMA_7B, STARCODER2_7B, attention_coefficients, build_shipped_profiles,
-    fit_linear, fit_vidur_profile, kv_capacity_tokens, port_profile, read_vidur_mlp,
+    A100_80GB, ASCEND_910B4, CODELLAMA_7B, STARCODER2_7B, attention_coefficients,
+    build_shipped_profiles, fit_floored_linear, fit_linear, fit_vidur_profile,
+    kv_capacity_tokens, port_profile, read_vidur_mlp,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,9 +43,41 @@ def test_fit_recovers_known_line(tmp_path):
     assert fit.overhead_s == pytest.approx(5.3e-3, rel=1e-9)
     assert fit.per_token_s == pytest.approx(6.72e-5, rel=1e-9)
     assert fit.max_rel < 1e-9
+    # a line needs no floor: the floored fit falls back to the line fitted to all rows
+    assert fit_floored_linear(t, y) == fit
     prof = fit_vidur_profile(csv, name="x", model="m", device="d")
     assert prof.overhead_s == pytest.approx(5.3e-3, rel=1e-6)  # stored to 6 digits
     assert prof.per_token_s == pytest.approx(6.72e-5, rel=1e-6)
+    assert prof.linear_floor_s == 0.0 and "no floor" in prof.provenance
+
+
+def test_floored_fit_recovers_known_floor_and_line():
+    # 9 ms floor, 4 ms + 0.05 ms/token line: they meet at T = 100
+    t = np.array([1, 2, 8, 32, 64, 128, 256, 1024, 4096], float)
+    y = np.maximum(9e-3, 4e-3 + 5e-5 * t)
+    fit = fit_floored_linear(t, y)
+    assert fit.floor_s == pytest.approx(9e-3, rel=1e-12) and fit.floor_rows == 5
+    assert fit.overhead_s == pytest.approx(4e-3, rel=1e-9)
+    assert fit.per_token_s == pytest.approx(5e-5, rel=1e-9)
+    assert fit.max_rel < 1e-9 and fit.n_points == 9  # residuals over all rows
+    plain = fit_linear(t, y)
+    assert plain.max_rel > 0.2 and plain.rms_rel > 0.1  # a line alone fits it badly
+    # too few rows above T = 64 to fit a line: no floor
+    assert fit_floored_linear(t[:6], y[:6]).floor_s == 0.0
+
+
+def test_shipped_a100_small_steps_match_vidur():
+    """The floor fixes the line's under-prediction of decode-sized steps (up to 30%)."""
+    prof = load_profile("codellama-7b_a100")
+    t, y = read_vidur_mlp(A100_CSV, n_layers=32, d_model=4096)
+    small = t <= 64
+    model = np.array([prof.step_s(int(n), 0, 0) for n in t])
+    rel = np.abs(model - y) / y
+    assert rel[small].max() < 0.06
+    assert np.sqrt(np.mean(rel**2)) < 0.06
+    assert prof.linear_floor_s == pytest.approx(np.median(y[small]), rel=1e-5)
+    line = prof.overhead_s + prof.per_token_s * t
+    assert (line[small] < prof.linear_floor_s).all() and (line[t >= 80] > prof.linear_floor_s).all()
 
 
 def test_attention_and_kv_constants_by_hand():
@@ -86,9 +119,20 @@ def test_port_to_same_device_and_model_is_identity():
     same = port_profile(base, name="s", model="m", device="d", base_arch=CODELLAMA_7B,
                         arch=CODELLAMA_7B, base_spec=A100_80GB, spec=A100_80GB,
                         cold_start_s=1.0, cold_start_basis="test")
-    for f in ["overhead_s", "per_token_s", "prefill_attn_s", "decode_ctx_s",
+    for f in ["overhead_s", "per_token_s", "linear_floor_s", "prefill_attn_s", "decode_ctx_s",
               "kv_capacity_tokens"]:
         assert getattr(same, f) == getattr(base, f)
+
+
+def test_port_scales_floor_by_weight_bytes_over_bandwidth():
+    base = load_profile("codellama-7b_a100")
+    for name, arch in [("codellama-7b_910b4", CODELLAMA_7B), ("starcoder2-7b_910b4", STARCODER2_7B)]:
+        ported = load_profile(name)
+        # 910B4: 0.8 vs 2.0 TB/s at equal efficiency: 2.5x the weight-read time, x params
+        ratio = (arch.weight_bytes / ASCEND_910B4.achieved_bandwidth) / (
+            CODELLAMA_7B.weight_bytes / A100_80GB.achieved_bandwidth)
+        assert ported.linear_floor_s == pytest.approx(base.linear_floor_s * ratio, rel=1e-5)
+        assert "linear_floor_s" in ported.provenance
 
 
 def test_missing_column_and_file_raise_input_error(tmp_path):

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from cato_core import sweep_plots as sp
 from cato_core.errors import InputError
 from cato_sim.cli import app
-from cato_sim.experiment import load_experiment
+from cato_sim.experiment import Experiment, load_experiment
 from cato_sim.runner import build_trace
 from cato_sim.sweep import (
     BUILTIN_POLICIES, COLUMNS, KEYS, WALL_COLUMNS, collect, jobs_of, plan_sweep, resolve_policies,
@@ -40,8 +40,6 @@ EXPERIMENT = {
     "setups": [
         {"name": "cato", "router": "cato", "scaler": "fixed"},
         {"name": "round_robin", "router": "round_robin", "scaler": "fixed"},
-        # valid YAML, but the router refuses the parameter when the run builds it
-        {"name": "broken", "router": "round_robin", "router_params": {"no_such_param": 1}},
     ],
 }
 
@@ -120,19 +118,38 @@ def test_ray_local_sweep_matches_local_processes(serial, exp_file, tmp_path):
     pd.testing.assert_frame_equal(results(on_ray.frame), results(serial.frame))
 
 
-def test_a_failed_run_is_recorded_and_the_sweep_goes_on(exp_file, tmp_path):
-    runner = CliRunner()
-    res = runner.invoke(app, ["sweep", str(exp_file), "--rates", "1,3", "--policies", "round_robin,broken",
-                              "--seeds", "2", "--workers", "1", "--out", str(tmp_path)])
+def test_a_failed_run_is_recorded_and_the_sweep_goes_on(exp_file, tmp_path, monkeypatch):
+    import cato_sim.runner
+
+    real = cato_sim.runner.run_setup
+
+    def flaky(exp, setup, trace, out, seed, *a, **kw):
+        if setup.name == "round_robin" and exp.trace.generate.rate == 3.0:
+            raise RuntimeError("injected failure")
+        return real(exp, setup, trace, out, seed, *a, **kw)
+
+    monkeypatch.setattr(cato_sim.runner, "run_setup", flaky)  # reaches the runs: one worker, in-process
+    res = CliRunner().invoke(app, ["sweep", str(exp_file), "--rates", "1,3", "--policies", "cato,round_robin",
+                                   "--seeds", "2", "--workers", "1", "--out", str(tmp_path)])
     assert res.exit_code == 1, res.output
     failures = json.loads((tmp_path / "failures.json").read_text())
-    assert [(f["policy"], f["rate"], f["seed"]) for f in failures] == [
-        ("broken", 1.0, 0), ("broken", 1.0, 1), ("broken", 3.0, 0), ("broken", 3.0, 1)]
-    assert all("no_such_param" in f["error"] for f in failures)
-    assert (tmp_path / failures[0]["run_dir"] / "failure.json").is_file()
+    assert [(f["policy"], f["rate"], f["seed"], f["error"]) for f in failures] == [
+        ("round_robin", 3.0, 0, "RuntimeError: injected failure"), ("round_robin", 3.0, 1, "RuntimeError: injected failure")]
+    assert "injected failure" in json.loads((tmp_path / failures[0]["run_dir"] / "failure.json").read_text())["traceback"]
     frame = pd.read_parquet(tmp_path / "sweep.parquet")
-    assert set(frame["policy"]) == {"round_robin"} and len(frame) == 2 * 2 * len(TYPES)
+    assert len(frame) == (2 * 2 * 2 - 2) * len(TYPES)
+    assert not ((frame["policy"] == "round_robin") & (frame["rate"] == 3.0)).any()
     assert (tmp_path / "plots" / "goodput_vs_rate.png").is_file()
+    assert "injected failure" in res.output and "2 run(s) failed" in res.output
+
+
+def test_a_run_failing_in_a_worker_process_is_recorded(exp_file, tmp_path):
+    # at 0.001 tasks/s no task arrives within 0.5 s: generating that trace fails in the run
+    exp, base = load_experiment(exp_file, ["trace.generate.duration_s=0.5"])
+    result = run_sweep(exp, base, tmp_path, ["cato"], [0.001, 40.0], 2, workers=2)
+    assert [(f["rate"], f["seed"]) for f in result.failures] == [(0.001, 0), (0.001, 1)]
+    assert all("one arrival" in f["error"] for f in result.failures)
+    assert set(result.frame["rate"]) == {40.0} and len(result.frame) == 2 * len(TYPES)
 
 
 def test_plots_and_table_are_rebuilt_from_the_files_alone(serial, tmp_path):
@@ -194,6 +211,8 @@ def test_builtin_policies_and_precedence(exp_file):
     assert (ray.router, ray.scaler) == ("pow2", "rayserve") == (BUILTIN_POLICIES["rayserve"]["router"], "rayserve")
     with pytest.raises(InputError):
         resolve_policies(exp, ["cato", "cato"])
+    with pytest.raises(InputError):
+        resolve_policies(exp, ["cato", "nope"])
 
 
 def test_path_trace_is_time_scaled_to_the_rate(tmp_path):
@@ -207,8 +226,6 @@ def test_path_trace_is_time_scaled_to_the_rate(tmp_path):
     t = trace["arrival_s"]
     assert plan["trace_mean_rate"] == pytest.approx((len(t) - 1) / (t.max() - t.min()))
     for job in jobs_of(plan, tmp_path / "out"):
-        from cato_sim.experiment import Experiment
-
         scaled = build_trace(Experiment.model_validate(job["experiment"]), Path(job["base_dir"]), job["run_seed"])
         a = scaled["arrival_s"]
         assert (len(a) - 1) / (a.max() - a.min()) == pytest.approx(job["rate"])
