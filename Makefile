@@ -37,5 +37,9 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/sim_throughput.py
 
+# The paper's experiments as sweeps (5 seeds) and reports/paper.md from their files.
+reproduce: $(STAMP)
+	$(BIN)/cato-sim reproduce --seeds 5 --out results/reproduce --report reports/paper.md
+
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .cache results .pytest_cache

@@ -122,6 +122,25 @@ def sweep(
         raise typer.Exit(1)
 
 
+@app.command()
+@input_errors
+def reproduce(
+    out: Annotated[Path, typer.Option(help="where the sweeps go")] = Path("results/reproduce"),
+    report: Annotated[Path, typer.Option(help="the report to write")] = Path("reports/paper.md"),
+    seeds: Annotated[int, typer.Option(help="seeds per point")] = 5,
+    workers: Annotated[Optional[int], typer.Option(help="parallel processes")] = None,
+    report_only: Annotated[bool, typer.Option(help="rewrite the report from existing sweeps")] = False,
+) -> None:
+    """Run the paper's experiments as sweeps and write the reproduction report."""
+    from cato_sim.reproduce import run_all, write_report
+
+    root = Path(__file__).resolve().parents[1]
+    if not report_only:
+        with progress_bar(Console(stderr=True)) as progress:
+            run_all(root, out, seeds, workers, progress=progress)
+    typer.echo(write_report(out, report))
+
+
 @trace_app.command("generate")
 @input_errors
 def trace_generate(
