@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cato_core.errors import InputError
+from cato_core.errors import InputError, exits_on_input_error
 
 app = typer.Typer(help="CATO simulator: SLA-aware routing and scaling of AI-coding tasks.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -21,19 +19,6 @@ app.add_typer(trace_app, name="trace")
 app.add_typer(profile_app, name="profile")
 
 
-def input_errors(fn):
-    """Bad input ends in one line on stderr and exit code 2, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except InputError as e:
-            print(f"error: {e}", file=sys.stderr)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
 
 def progress_bar(console: Console) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -41,7 +26,7 @@ def progress_bar(console: Console) -> Progress:
 
 
 @app.command()
-@input_errors
+@exits_on_input_error
 def run(
     experiment: Annotated[Path, typer.Argument(help="experiment YAML")],
     out: Annotated[Optional[Path], typer.Option(help="results folder (default results/<name>)")] = None,
@@ -66,7 +51,7 @@ def run(
 
 
 @app.command()
-@input_errors
+@exits_on_input_error
 def sweep(
     experiment: Annotated[Optional[Path], typer.Argument(help="experiment YAML (not with --plots-only)")] = None,
     rates: Annotated[Optional[str], typer.Option(help="arrival rates in tasks/s, e.g. 0.67,1.33,2")] = None,
@@ -123,7 +108,7 @@ def sweep(
 
 
 @app.command()
-@input_errors
+@exits_on_input_error
 def reproduce(
     out: Annotated[Path, typer.Option(help="where the sweeps go")] = Path("results/reproduce"),
     report: Annotated[Path, typer.Option(help="the report to write")] = Path("reports/paper.md"),
@@ -142,7 +127,7 @@ def reproduce(
 
 
 @trace_app.command("generate")
-@input_errors
+@exits_on_input_error
 def trace_generate(
     out: Annotated[Path, typer.Option(help="trace parquet to write")],
     rate: Annotated[float, typer.Option(help="tasks per second (Poisson)")],
@@ -170,7 +155,7 @@ def trace_generate(
 
 
 @trace_app.command("import")
-@input_errors
+@exits_on_input_error
 def trace_import(
     kind: Annotated[str, typer.Argument(help="azure | mooncake | burstgpt")],
     file: Annotated[Path, typer.Argument(help="the trace as published (CSV or JSONL)")],
@@ -192,7 +177,7 @@ def trace_import(
 
 
 @profile_app.command("fit")
-@input_errors
+@exits_on_input_error
 def profile_fit(
     csv: Annotated[Path, typer.Argument(help="Vidur mlp.csv (per-operator timings)")],
     out: Annotated[Path, typer.Option(help="profile YAML to write")],
@@ -217,7 +202,7 @@ def profile_fit(
 
 
 @profile_app.command("build-shipped")
-@input_errors
+@exits_on_input_error
 def profile_build_shipped(
     data_dir: Annotated[Path, typer.Option()] = Path(__file__).parents[1] / "data",
     out_dir: Annotated[Path, typer.Option()] = Path(__file__).parents[1] / "cato_core" / "profiles",

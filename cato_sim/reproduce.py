@@ -9,7 +9,6 @@ so it can be regenerated without simulating again (``--report-only``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 

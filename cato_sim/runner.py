@@ -8,10 +8,8 @@ figures). DIR/trace.parquet is the trace every set-up saw; DIR/plots/*.png compa
 from __future__ import annotations
 
 import json
-import platform
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
@@ -19,22 +17,13 @@ import pandas as pd
 from cato_core.errors import InputError
 from cato_core.metrics import summarize
 from cato_core.profile import load_profile
+from cato_core.provenance import versions
 from cato_core.trace import read_trace, write_trace
 from cato_sim.experiment import Experiment, Setup
 from cato_sim.simulation import Simulation
 from cato_sim.trace_gen import generate_trace
 
 VERSIONED = ("cato", "simpy", "numpy", "pandas", "pyarrow", "pydantic")
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def resolve_profiles(exp: Experiment, base_dir: Path) -> None:
@@ -80,7 +69,7 @@ def run_setup(exp: Experiment, setup: Setup, trace: pd.DataFrame, out: Path, see
         "experiment": exp.name,
         "setup": setup.name,
         "seed": seed,
-        "versions": versions(),
+        "versions": versions(VERSIONED),
         "wall_s": wall,
         "simulated_s": end,
         "config": {**exp.model_dump(mode="json", exclude={"setups"}), "setup": setup.model_dump(mode="json")},

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cato_core.trace import write_trace
 from cato_sim.cli import app
 from tests.conftest import ROOT
 
