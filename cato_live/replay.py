@@ -13,7 +13,12 @@ task TTFT = first token of the last LLM node - arrival, task E2E = end of the la
 arrival, node queued = request sent, first token, end. What the client cannot see is left
 empty: nodes.start_s and wait_s (when the engine took the request), and predicted_wait_s.
 replica and priority come from the gateway's X-CATO-Replica / X-CATO-Priority response
-headers when it sends them (else: the target URL / empty).
+headers when it sends them (else: the target URL / empty). With the gateway in-process
+(--deploy), its call records (GET /v1/cato/nodes) fill queued_s (routed), start_s (sent to
+the replica), wait_s and predicted_wait_s, mapped onto the replay's clock (enrich_nodes).
+replicas.parquet is the gateway's GET /v1/cato/replicas when it answers (its own clock;
+only durations matter to the metrics), else one row for the target, busy while at least
+one request was in flight at the client.
 
 Every task ends in tasks.parquet exactly once: ok, failed (HTTP status and body excerpt,
 or the connection error), timeout (a request not complete within ``timeout_s``) or
@@ -33,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from cato_core.profile import DeviceProfile
+from cato_core.provenance import versions
 from cato_core.results import NODES, REPLICAS, TASKS, TableWriter
 from cato_core.tasks import TaskType
 from cato_live.client import RequestFailed, describe_error, stream_completion
@@ -40,6 +46,7 @@ from cato_live.replay_plan import TypePlan, compile_types, request_headers
 
 MIN_TOKEN_ID = 10  # prompts avoid the lowest IDs, where tokenizers keep special tokens
 GATEWAY_REPLICAS_PATH = "/v1/cato/replicas"
+GATEWAY_NODES_PATH = "/v1/cato/nodes"
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class ReplayConfig:
     vocab_size: int = 2000
     connections: int = 1024
     profiles: Mapping[str, DeviceProfile] = field(default_factory=dict)  # per model, over ``profile``
+    headers: Mapping[str, str] = field(default_factory=dict)  # sent with every request (e.g. a token)
 
 
 @dataclass
@@ -86,6 +94,7 @@ class ReplayResult:
     interrupted: bool
     by_status: dict[str, int]
     replicas_from: str  # "gateway" or "client"
+    model: str | None  # the model requested (--model, or the first the target serves)
 
 
 def tool_durations(plan: TypePlan, rng: np.random.Generator) -> list[float]:
@@ -153,9 +162,16 @@ class Replayer:
     """One replay of one trace. ``run()`` once; the tables are in ``out_dir`` afterwards."""
 
     def __init__(self, trace: pd.DataFrame, cfg: ReplayConfig, out_dir: str | Path,
-                 on_task_done: Callable[[str], None] | None = None):
+                 on_task_done: Callable[[str], None] | None = None,
+                 gateway_now: Callable[[], float] | None = None):
+        """``gateway_now``: the gateway's clock, when it runs in-process (fills released_s of
+        replicas it has not released, as the run's end)."""
         self.trace, self.cfg, self.out = trace.reset_index(drop=True), cfg, Path(out_dir)
+        self._cols = {c: self.trace[c].tolist() for c in
+                      ("task_id", "arrival_s", "task_type", "prompt_tokens", "output_tokens", "sla_s") if c in self.trace}
         self.on_task_done = on_task_done
+        self.gateway_now = gateway_now
+        self.model = cfg.model
         self.plans = compile_types(cfg.task_types, cfg.model)
         self.url = cfg.target.rstrip("/") + "/v1/completions"
         self.tasks: dict[str, _Task] = {}
@@ -163,8 +179,10 @@ class Replayer:
         self.inflight: list[tuple[float, float]] = []  # client-side [sent, end] of LLM requests
         self.requests = 0
         self.finished = 0
+        self._tasks_started = False
         self._status_counts: dict[str, int] = {}
         self._stop = None
+        self._stop_requested = False
         self._all_done = None
         self._t0 = 0.0
         self._loop = None
@@ -175,7 +193,10 @@ class Replayer:
         return self._loop.time() - self._t0
 
     def stop(self) -> None:
-        """Stop the replay (thread-unsafe; call from the loop, e.g. a signal handler)."""
+        """Stop the replay (thread-unsafe; call from the loop, e.g. a signal handler).
+
+        Before ``run()`` it makes run() write every task as cancelled at once."""
+        self._stop_requested = True
         if self._stop is not None:
             self._stop.set()
 
@@ -183,15 +204,22 @@ class Replayer:
     async def run(self) -> ReplayResult:
         self._loop = asyncio.get_running_loop()
         self._stop, self._all_done = asyncio.Event(), asyncio.Event()
+        if self._stop_requested:
+            self._stop.set()
         self.out.mkdir(parents=True, exist_ok=True)
         self._tasks_w = TableWriter(self.out / "tasks.parquet", TASKS)
         self._nodes_w = TableWriter(self.out / "nodes.parquet", NODES)
         limits = httpx.Limits(max_connections=self.cfg.connections, max_keepalive_connections=self.cfg.connections)
+        headers = dict(self.cfg.headers)
         timeout = httpx.Timeout(None, connect=min(10.0, self.cfg.timeout_s))
         interrupted = False
         replicas_from = "client"
         try:
-            async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
+            async with httpx.AsyncClient(limits=limits, timeout=timeout, headers=headers, trust_env=False) as client:
+                served = [] if self._stop.is_set() else await self._warm_up(client)
+                if self.model is None and served:
+                    self.model = served[0]
+                    self.plans = compile_types(self.cfg.task_types, self.model)
                 self._t0 = self._loop.time()
                 dispatcher = asyncio.create_task(self._dispatch(client))
                 waiters = [asyncio.create_task(self._all_done.wait()), asyncio.create_task(self._stop.wait())]
@@ -205,7 +233,8 @@ class Replayer:
                     await asyncio.gather(*pending, return_exceptions=True)
                 end = self.now()
                 self._close_open(end, "cancelled", "replay stopped before the task finished")
-                rows = await self._gateway_replicas(client)
+                rows = await self._gateway_replicas(client) if self._tasks_started else None
+                records = await self._gateway_records(client) if self._tasks_started and self.gateway_now else None
         except BaseException:
             end = self.now() if self._t0 else 0.0
             self._close_open(end, "cancelled", "replay aborted before the task finished")
@@ -216,7 +245,18 @@ class Replayer:
         else:
             rows = [self._client_replica_row(end)]
         self._close_writers(rows)
-        return ReplayResult(end, interrupted, dict(self._status_counts), replicas_from)
+        if records:
+            enrich_nodes(self.out / "nodes.parquet", *records)
+        return ReplayResult(end, interrupted, dict(self._status_counts), replicas_from, self.model)
+
+    def abandon(self, status: str, error: str) -> ReplayResult:
+        """Write every task with ``status`` without sending anything (the target never came up)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._tasks_w = TableWriter(self.out / "tasks.parquet", TASKS)
+        self._nodes_w = TableWriter(self.out / "nodes.parquet", NODES)
+        self._close_open(0.0, status, error)
+        self._close_writers([self._client_replica_row(0.0)])
+        return ReplayResult(0.0, False, dict(self._status_counts), "client", self.model)
 
     def _close_writers(self, replica_rows: list[tuple]) -> None:
         w = TableWriter(self.out / "replicas.parquet", REPLICAS)
@@ -227,8 +267,8 @@ class Replayer:
 
     def _close_open(self, end: float, status: str, error: str) -> None:
         """Every task not yet in tasks.parquet goes there now, with ``status``."""
-        for i, task_id in enumerate(self.trace["task_id"]):
-            task = self.tasks.get(task_id)
+        for i, task_id in enumerate(self._cols["task_id"]):
+            task = self.tasks.get(str(task_id))
             if task is None:
                 task = self._make_task(i)
             if not task.done:
@@ -236,23 +276,24 @@ class Replayer:
 
     async def _dispatch(self, client: httpx.AsyncClient) -> None:
         scale = self.cfg.time_scale
-        for i, arrival in enumerate(self.trace["arrival_s"]):
+        for i, arrival in enumerate(self._cols["arrival_s"]):
             delay = float(arrival) * scale - self.now()
             if delay > 0:
                 await asyncio.sleep(delay)
             task = self._make_task(i)
+            self._tasks_started = True
             self.running[task.id] = asyncio.create_task(self._run_task(client, task), name=task.id)
 
     def _make_task(self, i: int) -> _Task:
-        row = self.trace.iloc[i]
-        task_id = str(row["task_id"])
+        c = self._cols
+        task_id = str(c["task_id"][i])
         if task_id in self.tasks:
             return self.tasks[task_id]
-        plan = self.plans[row["task_type"]]
-        arrival = float(row["arrival_s"]) * self.cfg.time_scale
-        task = _Task(task_id, i, plan, arrival, int(row["prompt_tokens"]), int(row["output_tokens"]))
+        plan = self.plans[c["task_type"][i]]
+        arrival = float(c["arrival_s"][i]) * self.cfg.time_scale
+        task = _Task(task_id, i, plan, arrival, int(c["prompt_tokens"][i]), int(c["output_tokens"][i]))
         base = plan.baselines(self.cfg.profiles, self.cfg.profile, task.prompt, task.output)
-        sla = row["sla_s"] if "sla_s" in row.index else None
+        sla = c["sla_s"][i] if "sla_s" in c else None
         task.sla, task.deadlines = plan.sla_and_deadlines(base, arrival, None if sla is None else float(sla))
         task.rng = np.random.default_rng([self.cfg.seed, i])
         task.tool_s = tool_durations(plan, task.rng)
@@ -297,7 +338,7 @@ class Replayer:
         deadline = task.deadlines[node.index]
         sent = self.now()
         rec.queued_s, rec.slack_s = sent, deadline - sent
-        headers = request_headers(task.plan.name, task.id, deadline, sent)
+        headers = request_headers(task.plan.name, task.id, node.name, task.sla, deadline, sent)
         self.requests += 1
         rec.replica = self.cfg.target
         try:
@@ -328,11 +369,32 @@ class Replayer:
         self.finished += 1
         if self.on_task_done:
             self.on_task_done(status)
-        if self.finished == len(self.trace):
+        if self.finished == len(self.trace) and self._all_done is not None:
             self._all_done.set()
 
+    async def _warm_up(self, client: httpx.AsyncClient) -> list[str]:
+        """GET /v1/models before the clock starts: opens a pooled connection (the first task
+        does not pay for it) and returns the served model names ([] if it does not answer)."""
+        try:
+            resp = await client.get(self.cfg.target.rstrip("/") + "/v1/models", timeout=5.0)
+            data = resp.json().get("data") if resp.status_code == 200 else None
+            return [str(m["id"]) for m in data] if isinstance(data, list) else []
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+            return []
+
     def _client_replica_row(self, end: float) -> tuple:
-        return (self.cfg.target, self.cfg.model or "", 0, 0.0, 0.0, end, busy_seconds(self.inflight), self.requests)
+        return (self.cfg.target, self.model or "", 0, 0.0, 0.0, end, busy_seconds(self.inflight), self.requests)
+
+    async def _gateway_records(self, client: httpx.AsyncClient) -> tuple[list[dict], float] | None:
+        """The in-process gateway's call records and its clock's offset to the replay's."""
+        try:
+            resp = await client.get(self.cfg.target.rstrip("/") + GATEWAY_NODES_PATH, timeout=10.0)
+            nodes = resp.json().get("nodes") if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        if not isinstance(nodes, list):
+            return None
+        return [n for n in nodes if isinstance(n, dict)], self.now() - self.gateway_now()
 
     async def _gateway_replicas(self, client: httpx.AsyncClient) -> list[tuple] | None:
         """The gateway's replica table, if the target is a CATO gateway that serves one."""
@@ -346,24 +408,49 @@ class Replayer:
         items = data.get("replicas") if isinstance(data, dict) else data
         if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
             return None
-        return [tuple(x.get(name) for name in REPLICAS.names) for x in items]
+        now = self.gateway_now() if self.gateway_now is not None else None
+        rows = []
+        for x in items:
+            row = {name: x.get(name) for name in REPLICAS.names}
+            if row["released_s"] is None:  # still running: provisioned to the run's end
+                row["released_s"] = now
+            rows.append(tuple(row.values()))
+        return rows
+
+
+def enrich_nodes(path: Path, records: list[dict], offset_s: float) -> int:
+    """Fill the LLM node rows of nodes.parquet with what the gateway saw of each call.
+
+    ``records``: the gateway's call records (GET /v1/cato/nodes), times on its clock;
+    ``offset_s``: replay clock - gateway clock. A matched row (same task id and node) takes
+    the gateway's routing: queued_s (routed into a replica queue), start_s (taken from it
+    and sent to the replica), wait_s and predicted_wait_s; slack_s becomes deadline - time
+    at routing. (The router saw a slack larger by the request's transit time, as
+    X-CATO-Deadline-Ms counts from sending.) Returns the number of rows filled.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    by_key = {(r.get("task_id"), r.get("node")): r for r in records if r.get("kind", "llm") == "llm"}
+    df = pd.read_parquet(path)
+    filled = 0
+    for i in df.index[df["kind"] == "llm"]:
+        rec = by_key.get((df.at[i, "task_id"], df.at[i, "node"]))
+        if rec is None or rec.get("queued_s") is None:
+            continue
+        df.at[i, "queued_s"] = rec["queued_s"] + offset_s
+        if rec.get("start_s") is not None:
+            df.at[i, "start_s"] = rec["start_s"] + offset_s
+            df.at[i, "wait_s"] = rec["start_s"] - rec["queued_s"]
+        df.at[i, "predicted_wait_s"] = rec.get("predicted_wait_s")
+        df.at[i, "slack_s"] = df.at[i, "deadline_s"] - df.at[i, "queued_s"]
+        filled += 1
+    pq.write_table(pa.Table.from_pandas(df, schema=NODES, preserve_index=False), path)
+    return filled
 
 
 # -- summary ---------------------------------------------------------------------------
 VERSIONED = ("cato", "httpx", "numpy", "pandas", "pyarrow", "pydantic")
-
-
-def versions() -> dict[str, str]:
-    import platform
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for name in VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def write_summary(out: Path, args: dict, cfg: ReplayConfig, result: ReplayResult, wall_s: float) -> dict:
@@ -376,13 +463,12 @@ def write_summary(out: Path, args: dict, cfg: ReplayConfig, result: ReplayResult
     tasks = pd.read_parquet(out / "tasks.parquet")
     replicas = pd.read_parquet(out / "replicas.parquet")
     acc = {m: p.accelerators_per_replica for m, p in cfg.profiles.items()}
-    acc.setdefault(cfg.model or "", cfg.profile.accelerators_per_replica)
-    if cfg.model:
-        acc.setdefault(cfg.model, cfg.profile.accelerators_per_replica)
+    for m in replicas["model"].dropna().unique():
+        acc.setdefault(m, cfg.profile.accelerators_per_replica)
     summary = {
         "run": "replay",
         "seed": cfg.seed,
-        "versions": versions(),
+        "versions": versions(VERSIONED),
         "wall_s": wall_s,
         "replayed_s": result.end_s,
         "interrupted": result.interrupted,

@@ -12,7 +12,8 @@ cato_live may not import, so it is written here over cato_core alone:
 
 A request tells the gateway its deadline as ``X-CATO-Deadline-Ms``: milliseconds from the
 moment of sending to the node's deadline (negative once it has passed), so the gateway need
-not share the replayer's clock.
+not share the replayer's clock. It also names the task type, task id, LLM node and the
+task's SLA (X-CATO-Task, -Task-Id, -Node, -SLA-Ms), as cato_live.call_spec reads them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from cato_core.tasks import TaskType
 
 TASK_HEADER = "X-CATO-Task"
 TASK_ID_HEADER = "X-CATO-Task-Id"
+NODE_HEADER = "X-CATO-Node"
+SLA_HEADER = "X-CATO-SLA-Ms"
 DEADLINE_HEADER = "X-CATO-Deadline-Ms"
 
 
@@ -89,5 +92,7 @@ def deadline_ms(deadline_s: float, now_s: float) -> str:
     return f"{(deadline_s - now_s) * 1000.0:.3f}"
 
 
-def request_headers(task_type: str, task_id: str, deadline_s: float, now_s: float) -> dict[str, str]:
-    return {TASK_HEADER: task_type, TASK_ID_HEADER: task_id, DEADLINE_HEADER: deadline_ms(deadline_s, now_s)}
+def request_headers(task_type: str, task_id: str, node: str, sla_s: float, deadline_s: float,
+                    now_s: float) -> dict[str, str]:
+    return {TASK_HEADER: task_type, TASK_ID_HEADER: task_id, NODE_HEADER: node,
+            SLA_HEADER: f"{sla_s * 1000.0:.3f}", DEADLINE_HEADER: deadline_ms(deadline_s, now_s)}

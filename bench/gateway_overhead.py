@@ -1,0 +1,128 @@
+"""The CATO gateway's added latency, against going straight to the same vLLM replica.
+
+One real vLLM server (CPU build, the tiny local model) and a `cato-live serve` gateway in
+front of it. At each rate, open-loop Poisson load of streamed completions (token-ID
+prompts of 32 tokens, 8 output tokens) goes first straight to vLLM, then through the
+gateway, then straight again; the two direct phases bracket the gateway phase so drift
+on this shared 2-core machine shows. Prints p50/p99 TTFT and E2E of each phase, the
+gateway's added latency (p50 and p99 differences) and the ratio gateway/direct.
+
+    make vllm && python bench/gateway_overhead.py [--rates 50,100] [--seconds 10]
+
+Uses CATO_VLLM_PYTHON and CATO_TINY_MODEL (default: the Makefile's .vllm-venv and
+.cache/tiny-model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cato_live.vllm_process import VllmServer, free_port  # noqa: E402
+
+SERVED = "cato-tiny"
+
+
+async def one(client: httpx.AsyncClient, url: str, prompt: list[int], headers: dict) -> tuple[float, float] | None:
+    body = {"model": SERVED, "prompt": prompt, "max_tokens": 8, "ignore_eos": True, "stream": True,
+            "stream_options": {"include_usage": True}}
+    t0 = time.perf_counter()
+    ttft = None
+    async with client.stream("POST", url + "/v1/completions", json=body, headers=headers) as resp:
+        if resp.status_code != 200:
+            await resp.aread()
+            return None
+        async for line in resp.aiter_lines():
+            if ttft is None and line.startswith("data: {") and '"text"' in line:
+                ttft = time.perf_counter() - t0
+    return ttft, time.perf_counter() - t0
+
+
+async def phase(url: str, rate: float, seconds: float, seed: int, headers: dict) -> np.ndarray:
+    """Open loop at ``rate`` for ``seconds``: (ttft, e2e) of each answered request."""
+    rng = np.random.default_rng(seed)
+    gaps = rng.exponential(1 / rate, size=int(rate * seconds))
+    prompts = rng.integers(10, 2000, size=(len(gaps), 32)).tolist()
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        await one(client, url, prompts[0], headers)  # warm the connection and the server
+        tasks = []
+        start = time.perf_counter()
+        due = 0.0
+        for gap, prompt in zip(gaps, prompts):
+            due += gap
+            await asyncio.sleep(max(0.0, start + due - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(client, url, prompt, headers)))
+        results = [r for r in await asyncio.gather(*tasks) if r is not None]
+    if len(results) < len(gaps):
+        print(f"  warning: {len(gaps) - len(results)} of {len(gaps)} requests failed at {url}")
+    return np.array(results)
+
+
+def pct(a: np.ndarray, q: float) -> float:
+    return float(np.percentile(a, q)) * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rates", default="50,100")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    args = ap.parse_args()
+    python = os.environ.get("CATO_VLLM_PYTHON", str(ROOT / ".vllm-venv/bin/python"))
+    model = os.environ.get("CATO_TINY_MODEL", str(ROOT / ".cache/tiny-model"))
+    with tempfile.TemporaryDirectory() as tmp, VllmServer(python, model, served_name=SERVED, cpu_core=0,
+                                                           log_path=Path(tmp) / "vllm.log") as vllm:
+        vllm.wait_ready(timeout=300)
+        port = free_port()
+        deploy = {"host": "127.0.0.1", "port": port, "router": "cato", "scaler": "fixed",
+                  "default_task_type": "completion",
+                  "models": {SERVED: {"profile": "codellama-7b_a100", "served_model": SERVED,
+                                      "replicas": 1, "max_concurrency": 256}},
+                  "provisioner": {"kind": "static", "models": {SERVED: [vllm.url]}}}
+        path = Path(tmp) / "deploy.yaml"
+        path.write_text(yaml.safe_dump(deploy))
+        gateway = subprocess.Popen([sys.executable, "-m", "cato_live", "serve", str(path), "--log-level", "warning"],
+                                   cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        gw = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(200):
+                try:
+                    if httpx.get(gw + "/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            print(f"vLLM {vllm.url} (core 0), gateway {gw}; {args.seconds:g} s per phase; times in ms")
+            print(f"{'rate/s':>6} {'phase':<9} {'n':>5} {'TTFT p50':>9} {'TTFT p99':>9} {'E2E p50':>8} {'E2E p99':>8}")
+            task = {"X-CATO-Task": "completion"}
+            for rate in (float(r) for r in args.rates.split(",")):
+                direct1 = asyncio.run(phase(vllm.url, rate, args.seconds, 1, {}))
+                via = asyncio.run(phase(gw, rate, args.seconds, 1, task))
+                direct2 = asyncio.run(phase(vllm.url, rate, args.seconds, 1, {}))
+                direct = np.concatenate([direct1, direct2])
+                for name, a in (("direct-1", direct1), ("gateway", via), ("direct-2", direct2)):
+                    print(f"{rate:>6g} {name:<9} {len(a):>5} {pct(a[:, 0], 50):>9.1f} {pct(a[:, 0], 99):>9.1f} "
+                          f"{pct(a[:, 1], 50):>8.1f} {pct(a[:, 1], 99):>8.1f}")
+                for col, metric in ((0, "TTFT"), (1, "E2E")):
+                    for q in (50, 99):
+                        d, g = pct(direct[:, col], q), pct(via[:, col], q)
+                        print(f"{rate:>6g} added {metric} p{q}: {g - d:+.1f} ms (gateway/direct = {g / d:.2f})")
+        finally:
+            gateway.terminate()
+            gateway.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from cato_live.cli import main
+
+main()

@@ -1,0 +1,202 @@
+"""DEPLOY.yaml: what `cato-live serve` runs: the gateway, its policies, models and replicas.
+
+Loaded and checked once, before anything starts; every default is written here once. Bad
+input raises :class:`~cato_core.errors.InputError` naming the file, the field and what was
+expected. Task types merge over cato_core's defaults field by field (as in experiments).
+Profiles are a shipped profile name, a YAML path (relative to the DEPLOY file) or inline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from cato_core.errors import InputError
+from cato_core.profile import DeviceProfile, load_profile
+from cato_core.routers import ROUTERS
+from cato_core.scalers import SCALERS
+from cato_core.tasks import TaskType, default_task_types
+from cato_live.provisioners.registry import KINDS
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelDeploy(Strict):
+    """One model the gateway serves, under the name clients put in ``model``."""
+
+    profile: str | DeviceProfile  # shipped name, YAML path, or the profile's fields inline
+    served_model: str | None = None  # the name the backend knows it by (None: the models key)
+    max_concurrency: int = Field(default=256, ge=1)  # calls in flight per replica (vLLM's max_num_seqs)
+    replicas: int = Field(default=1, ge=0)  # started with the gateway
+    priority_scheduling: bool = False  # backends run --scheduling-policy priority: send `priority`
+    # From receipt to a replica's first response byte (the whole answer when not streamed),
+    # queueing and retries included; then 504.
+    request_timeout_s: float = Field(default=300.0, gt=0)
+    # One attempt's silence limit: to its first byte, and between stream chunks.
+    first_byte_timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+
+
+class RetrySpec(Strict):
+    """Retrying a failed call (refused, reset, HTTP 5xx, silent) on another ready replica."""
+
+    max_attempts: int = Field(default=3, ge=1)  # replicas tried per call, the first included
+    past_deadline: bool = False  # also retry a call whose deadline has passed
+
+
+class ProvisionerSpec(BaseModel):
+    """``kind`` picks the provisioner; its other fields are that provisioner's to check."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: str
+
+    @model_validator(mode="after")
+    def _known(self) -> ProvisionerSpec:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown provisioner kind {self.kind!r}; expected one of {sorted(KINDS)}")
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """The kind-specific fields."""
+        return dict(self.model_extra or {})
+
+
+class Deploy(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)  # 0: any free port
+    token: str | None = None  # bearer token clients must send (None: no auth)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    router: str = "cato"
+    router_params: dict[str, Any] = Field(default_factory=dict)
+    scaler: str = "fixed"
+    scaler_params: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+    models: dict[str, ModelDeploy]
+    default_model: str | None = None  # for calls that name none (None: the first of models)
+    default_task_type: str | None = None  # for calls that name none (None: they must)
+    task_types: dict[str, TaskType] = Field(default_factory=default_task_types)
+    tools: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)  # tool node -> seconds
+    chars_per_token: float = Field(default=4.0, gt=0)  # estimates the prompt tokens of text
+    default_max_tokens: int = Field(default=16, ge=1)  # output assumed without max_tokens (vLLM's)
+    retry: RetrySpec = RetrySpec()
+    records_kept: int = Field(default=10_000, ge=0)  # call records /v1/cato/nodes keeps
+    provisioner: ProvisionerSpec
+    _source: str = PrivateAttr("deploy")  # the file it was read from, for error messages
+    _base: Path = PrivateAttr(Path("."))  # the folder relative paths start from
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def base(self) -> Path:
+        return self._base
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Deploy:
+        if not self.models:
+            raise ValueError("at least one model is needed")
+        for name, (_cls, params) in (("router", ROUTERS.get(self.router, (None, None))),
+                                     ("scaler", SCALERS.get(self.scaler, (None, None)))):
+            if params is None:
+                known = sorted(ROUTERS if name == "router" else SCALERS)
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; expected one of {known}")
+        default = self.default_model or next(iter(self.models))
+        if default not in self.models:
+            raise ValueError(f"default_model {default!r} is not among models {sorted(self.models)}")
+        self.default_model = default
+        if self.default_task_type is not None and self.default_task_type not in self.task_types:
+            raise ValueError(f"default_task_type {self.default_task_type!r} is not among "
+                             f"task_types {sorted(self.task_types)}")
+        tool_nodes = set()
+        for tname, t in self.task_types.items():
+            for n in t.nodes:
+                if n.kind == "tool":
+                    tool_nodes.add(n.name)
+                elif t.model_of(n, default) not in self.models:
+                    raise ValueError(f"task type {tname!r} node {n.name!r} uses unknown model "
+                                     f"{t.model_of(n, default)!r}")
+        for tool in self.tools:
+            if tool not in tool_nodes:
+                raise ValueError(f"tools: {tool!r} is no tool node of any task type {sorted(tool_nodes)}")
+        return self
+
+    def served_name(self, model: str) -> str:
+        return self.models[model].served_model or model
+
+    def profile(self, model: str) -> DeviceProfile:
+        p = self.models[model].profile
+        assert isinstance(p, DeviceProfile), "parse_deploy resolves every profile"
+        return p
+
+
+def _merge_task_types(raw: Any, source: str) -> dict:
+    """Overrides under task_types merge field by field over the defaults of a known type."""
+    merged = {k: v.model_dump(exclude_none=True) for k, v in default_task_types().items()}
+    if raw is None:
+        return merged
+    if not isinstance(raw, dict):
+        raise InputError(source, "task_types", "a mapping of task type name to its fields")
+    for name, fields in raw.items():
+        if fields is None:
+            merged.pop(name, None)  # `translation: null` drops a type
+        elif name in merged and isinstance(fields, dict):
+            merged[name] = {**merged[name], **fields}
+        else:
+            merged[name] = fields
+    return merged
+
+
+def _error(e: ValidationError, source: str, prefix: str = "") -> InputError:
+    err = e.errors()[0]
+    field = prefix + ".".join(str(x) for x in err["loc"]) if err["loc"] else (prefix.rstrip(".") or "(top level)")
+    return InputError(source, field, err["msg"].removeprefix("Value error, "))
+
+
+def parse_deploy(tree: Any, source: str, base: Path | None = None) -> Deploy:
+    """Validate a DEPLOY tree; profile paths are relative to ``base`` (the file's folder)."""
+    if not isinstance(tree, dict):
+        raise InputError(source, "(top level)", "a YAML mapping with models and provisioner")
+    tree = {**tree, "task_types": _merge_task_types(tree.get("task_types"), source)}
+    try:
+        deploy = Deploy.model_validate(tree)
+        for name, params in (("router_params", ROUTERS[deploy.router][1]),
+                             ("scaler_params", SCALERS[deploy.scaler][1])):
+            try:
+                params.model_validate(getattr(deploy, name))
+            except ValidationError as e:
+                raise _error(e, source, f"{name}.") from None
+    except ValidationError as e:
+        raise _error(e, source) from None
+    for name, spec in deploy.models.items():
+        if isinstance(spec.profile, str):
+            ref = spec.profile
+            if Path(ref).suffix and base is not None and not Path(ref).is_absolute():
+                ref = str(base / ref)
+            try:
+                spec.profile = load_profile(ref)
+            except InputError as e:
+                raise InputError(source, f"models.{name}.profile", f"{e.expected} ({e.source})") from None
+    deploy._source = source
+    deploy._base = base or Path(".")
+    return deploy
+
+
+def load_deploy(path: str | Path) -> Deploy:
+    """Read and check a DEPLOY.yaml file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(str(path), "deploy", "an existing YAML file")
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "yaml"
+        raise InputError(str(path), where, "well-formed YAML") from None
+    return parse_deploy(tree, str(path), path.parent)
+

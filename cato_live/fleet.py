@@ -1,0 +1,161 @@
+"""The gateway's replicas over time: started through the provisioner, scaled, drained, failed.
+
+Clock: ``time.monotonic()`` relative to the fleet's creation, passed to the core as ``now``.
+A replica counts as provisioned from the moment it is asked for (``asked_s``) through its
+cold start (``ready_s``) to its release (``released_s``). Every model has its own scaler,
+asked every ``interval_s`` (``decide(now, replicas, free, pending)``); the fleet carries out
+its decision: start replicas, or drain them and stop them once idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import httpx
+
+from cato_core.routers import make_router
+from cato_core.scalers import make_scaler
+from cato_live.deploy import Deploy
+from cato_live.dispatch import LiveReplica, ModelPool
+from cato_live.metrics import GatewayMetrics
+from cato_live.provisioners.base import Provisioner
+
+log = logging.getLogger("cato_live.fleet")
+
+UNBOUNDED = 1 << 30  # "free" for a provisioner with no known limit
+
+
+class StartupError(RuntimeError):
+    """An initial replica did not start."""
+
+
+class Fleet:
+    def __init__(self, deploy: Deploy, provisioner: Provisioner, clock: Callable[[], float] = time.monotonic):
+        self.deploy, self.provisioner, self._clock = deploy, provisioner, clock
+        self.t0 = clock()
+        self.router = make_router(deploy.router, deploy.router_params, seed=deploy.seed)
+        self.metrics = GatewayMetrics(lambda: self.pools.values())
+        self.pools = {
+            m: ModelPool(m, deploy.profile(m), spec.max_concurrency, self.router,
+                         make_scaler(deploy.scaler, deploy.scaler_params), self.now, self.metrics,
+                         on_drained=self._stop_later)
+            for m, spec in deploy.models.items()
+        }
+        self._numbers = dict.fromkeys(deploy.models, 0)
+        self._tasks: set[asyncio.Task] = set()
+        self.started = self.closed = False
+
+    def now(self) -> float:
+        return self._clock() - self.t0
+
+    # -- life cycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start every model's initial replicas and wait for them; then run the scalers."""
+        self.started = True
+        starts = [self._start(pool, pool.new_replica(self._next_id(m)))
+                  for m, pool in self.pools.items() for _ in range(self.deploy.models[m].replicas)]
+        results = await asyncio.gather(*starts)
+        failed = [rep for ok, rep in results if not ok]
+        if failed:
+            raise StartupError(f"replica {failed[0].id} did not start: {failed[0].failed}")
+        for pool in self.pools.values():
+            if pool.scaler.interval_s:
+                self._spawn(self._scale_loop(pool))
+
+    async def close(self) -> None:
+        """Stop scaling, then every replica the provisioner started (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for pool in self.pools.values():
+            for rep in pool.history:
+                if rep.client is not None:
+                    await rep.client.aclose()
+                if rep.state.state != "released":
+                    rep.state.state = "released"
+                    rep.released_s = self.now()
+        await self.provisioner.close()
+
+    def rows(self) -> list[dict]:
+        """The replicas table: one row per replica ever asked for."""
+        now = self.now()
+        return [rep.row(now) for pool in self.pools.values() for rep in pool.history]
+
+    # -- replicas ------------------------------------------------------------------------
+    def _next_id(self, model: str) -> str:
+        self._numbers[model] += 1
+        return f"{model}-{self._numbers[model]}"
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _client(self, base_url: str, model: str) -> httpx.AsyncClient:
+        spec = self.deploy.models[model]
+        # Keep-alive connections for every slot, so a call never waits to connect.
+        limits = httpx.Limits(max_connections=spec.max_concurrency + 8,
+                              max_keepalive_connections=spec.max_concurrency)
+        timeout = httpx.Timeout(connect=spec.connect_timeout_s, read=spec.first_byte_timeout_s,
+                                write=spec.first_byte_timeout_s, pool=spec.request_timeout_s)
+        return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout)
+
+    async def _start(self, pool: ModelPool, rep: LiveReplica) -> tuple[bool, LiveReplica]:
+        try:
+            handle = await self.provisioner.start(pool.model, rep.id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001  (any provisioner failure takes the replica out)
+            rep.failed = f"{type(e).__name__}: {e}".strip().splitlines()[0]
+            log.error("replica %s did not start: %s", rep.id, rep.failed)
+            pool.finalize(rep)
+            return False, rep
+        rep.handle = handle
+        if rep.state.state == "draining":  # released while it was starting
+            pool.finalize(rep)
+            return True, rep
+        pool.mark_ready(rep, handle, self._client(handle.base_url, pool.model))
+        log.info("replica %s ready at %s after %.1f s", rep.id, handle.base_url, rep.ready_s - rep.state.asked_s)
+        return True, rep
+
+    def _stop_later(self, rep: LiveReplica) -> None:
+        """A released or failed replica: close its client and let the provisioner stop it."""
+        if self.closed or rep.handle is None:
+            return
+
+        async def stop() -> None:
+            if rep.client is not None:
+                await rep.client.aclose()
+            try:
+                await self.provisioner.stop(rep.handle)
+            except Exception as e:  # noqa: BLE001  (a failed stop must not stop the gateway)
+                log.warning("replica %s did not stop cleanly: %s", rep.id, e)
+
+        self._spawn(stop())
+
+    def fail(self, pool: ModelPool, rep: LiveReplica, reason: str) -> None:
+        if rep.state.state != "released":
+            log.warning("replica %s taken out of routing: %s", rep.id, reason)
+            pool.fail(rep, reason)
+
+    async def _scale_loop(self, pool: ModelPool) -> None:
+        scaler = pool.scaler
+        while True:
+            await asyncio.sleep(scaler.interval_s)
+            cap = self.provisioner.capacity(pool.model)
+            decision = scaler.decide(self.now(), pool.states(), UNBOUNDED if cap is None else cap,
+                                     len(pool.unrouted) + pool.pending)
+            for _ in range(decision.add):
+                log.info("scaler %s adds a replica of %s", scaler.name, pool.model)
+                self._spawn(self._start(pool, pool.new_replica(self._next_id(pool.model))))
+            for state in decision.release:
+                log.info("scaler %s releases %s", scaler.name, state.id)
+                pool.release(pool.by_id[state.id])

@@ -1,0 +1,148 @@
+"""Sending one call to a replica, and trying another when that replica fails it.
+
+An attempt fails when the replica refuses the connection (it is then taken out of routing
+as dead), resets it, answers HTTP 5xx, or stays silent past ``first_byte_timeout_s``. The
+call is routed again, to a replica it has not tried, while it has attempts left, its
+deadline has not passed (unless DEPLOY's ``retry.past_deadline``), and its
+``request_timeout_s`` has not run out; otherwise it ends with a 502 (or 504 after a
+timeout). Nothing has reached the client during an attempt: a non-streamed answer is read
+whole inside it, a streamed one up to its first chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+
+from cato_live.api_error import ApiError
+from cato_live.deploy import Deploy
+from cato_live.dispatch import Call, LiveReplica, ModelPool
+from cato_live.fleet import Fleet
+
+JSON_HEADERS = {"content-type": "application/json"}
+EXCERPT = 200
+
+
+@dataclass(slots=True)
+class Upstream:
+    """A replica's answer: whole (``first``, ``rest`` None), or begun (``first``, then ``rest``)."""
+
+    replica: LiveReplica
+    response: httpx.Response
+    first: bytes
+    rest: AsyncIterator[bytes] | None  # None: ``first`` is the whole body
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
+
+class _AttemptFailed(Exception):
+    def __init__(self, reason: str, timeout: bool = False, dead: bool = False):
+        super().__init__(reason)
+        self.reason, self.timeout, self.dead = reason, timeout, dead
+
+
+def describe(e: BaseException) -> str:
+    text = " ".join(str(e).split())[:EXCERPT]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+async def _wait_grant(call: Call, pool: ModelPool) -> LiveReplica:
+    """Wait for a slot on some replica, until the call's request_timeout_s runs out."""
+    try:
+        async with asyncio.timeout(max(call.give_up_s - pool.clock(), 0.0)):
+            return await call.granted
+    except TimeoutError:
+        _abandon(call, pool)
+        raise ApiError(504, f"no replica of {pool.model!r} took the call within its request timeout "
+                            f"({call.last_error or 'all busy or starting'})", "timeout_error") from None
+    except asyncio.CancelledError:  # the client went away while the call waited
+        _abandon(call, pool)
+        raise
+
+
+def _abandon(call: Call, pool: ModelPool) -> None:
+    """Skip the call wherever it is held; hand back a slot granted in the same instant."""
+    call.cancelled = True
+    g = call.granted
+    if g.done() and not g.cancelled() and g.exception() is None:
+        pool.done(g.result(), call)
+
+
+async def _attempt(rep: LiveReplica, call: Call, content: bytes, remaining: float) -> Upstream:
+    try:
+        async with asyncio.timeout(max(remaining, 0.0)):
+            request = rep.client.build_request("POST", call.path, content=content, headers=JSON_HEADERS)
+            response = await rep.client.send(request, stream=True)
+            try:
+                if response.status_code >= 500:
+                    text = (await response.aread()).decode("utf-8", "replace")
+                    raise _AttemptFailed(f"replica {rep.id} answered HTTP {response.status_code}: "
+                                         f"{' '.join(text.split())[:EXCERPT]}")
+                chunks = response.aiter_raw()
+                first = await anext(chunks, b"")
+                if not call.stream or response.status_code >= 400:
+                    first += b"".join([c async for c in chunks])
+                    await response.aclose()
+                    return Upstream(rep, response, first, None)
+                return Upstream(rep, response, first, chunks)
+            except BaseException:
+                await response.aclose()
+                raise
+    except TimeoutError:
+        raise _AttemptFailed(f"replica {rep.id} sent nothing within the call's request timeout",
+                             timeout=True) from None
+    except httpx.ConnectError as e:
+        raise _AttemptFailed(f"replica {rep.id} refused the connection ({describe(e)})", dead=True) from None
+    except httpx.TimeoutException as e:
+        raise _AttemptFailed(f"replica {rep.id} was silent past its timeout ({describe(e)})",
+                             timeout=True) from None
+    except httpx.HTTPError as e:
+        raise _AttemptFailed(f"replica {rep.id} failed the call ({describe(e)})") from None
+
+
+async def open_call(fleet: Fleet, pool: ModelPool, call: Call, deploy: Deploy) -> Upstream:
+    """Route, wait for a slot and send; retry elsewhere on failure. The caller must hand the
+    slot back with ``pool.done(up.replica, call)`` once it has read the answer."""
+    send_priority = deploy.models[pool.model].priority_scheduling
+    rec = call.record
+    while True:
+        pool.submit(call)
+        rep = await _wait_grant(call, pool)
+        rec.attempts.append(rep.id)
+        if send_priority:
+            call.body["priority"] = rec.sent_priority = call.r.priority
+        content = json.dumps(call.body, separators=(",", ":")).encode()
+        try:
+            up = await _attempt(rep, call, content, call.give_up_s - pool.clock())
+        except _AttemptFailed as e:
+            failure = e
+        except asyncio.CancelledError:
+            pool.done(rep, call)  # the client went away mid-attempt
+            raise
+        else:
+            rec.first_token_s = pool.clock()
+            return up
+        pool.done(rep, call)
+        if failure.dead:
+            fleet.fail(pool, rep, failure.reason)
+        call.tried.add(rep.id)
+        call.last_error = failure.reason
+        now = pool.clock()
+        why_not = None
+        if len(rec.attempts) >= deploy.retry.max_attempts:
+            why_not = f"after {len(rec.attempts)} attempt(s)"
+        elif now >= call.give_up_s:
+            why_not = "its request timeout has run out"
+        elif now >= call.r.deadline_s and not deploy.retry.past_deadline:
+            why_not = f"its deadline passed {now - call.r.deadline_s:.3f} s ago"
+        if why_not is not None:
+            status = 504 if failure.timeout else 502
+            raise ApiError(status, f"{failure.reason}; not retried: {why_not}",
+                           "timeout_error" if failure.timeout else "upstream_error")
+        pool.metrics.retry(pool.model)
+        call.new_attempt()
