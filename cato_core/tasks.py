@@ -110,3 +110,26 @@ def default_task_types() -> dict[str, TaskType]:
             nodes=(Node(name="llm", kind="llm"), _tool("validate", 0.5, after=("llm",))),
         ),
     }
+
+
+def merge_task_types(raw, source: str) -> dict:
+    """A config's ``task_types:`` merged field by field over the defaults (raw, unvalidated).
+
+    A known type takes the fields given and keeps the rest; a new name is taken as given;
+    ``name: null`` drops a type.
+    """
+    from cato_core.errors import InputError
+
+    merged = {k: v.model_dump(exclude_none=True) for k, v in default_task_types().items()}
+    if raw is None:
+        return merged
+    if not isinstance(raw, dict):
+        raise InputError(source, "task_types", "a mapping of task type name to its fields")
+    for name, fields in raw.items():
+        if fields is None:
+            merged.pop(name, None)
+        elif name in merged and isinstance(fields, dict):
+            merged[name] = {**merged[name], **fields}
+        else:
+            merged[name] = fields
+    return merged

@@ -21,24 +21,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from cato_core.profile import DeviceProfile
+from cato_core.task_plan import NodePlan, TaskPlan
+from cato_live import headers as H
 from cato_live.api_error import ApiError
 from cato_live.deploy import Deploy
-from cato_live.task_graph import NodePlan, TypePlan
 
 CATO_FIELDS = ("task", "sla_ms", "deadline_ms", "task_id", "node")
 HEADERS = {
-    "task": "x-cato-task",
-    "sla_ms": "x-cato-sla-ms",
-    "deadline_ms": "x-cato-deadline-ms",
-    "task_id": "x-cato-task-id",
-    "node": "x-cato-node",
+    "task": H.TASK.lower(),  # Starlette's Headers and the tests' dicts are keyed in lower case
+    "sla_ms": H.SLA_MS.lower(),
+    "deadline_ms": H.DEADLINE_MS.lower(),
+    "task_id": H.TASK_ID.lower(),
+    "node": H.NODE.lower(),
 }
 
 
 @dataclass(slots=True)
 class CallSpec:
     model: str
-    plan: TypePlan
+    plan: TaskPlan
     node: NodePlan
     task_id: str | None
     prompt_tokens: int
@@ -106,7 +107,7 @@ def prompt_tokens(kind: str, body: dict, chars_per_token: float) -> int:
 
 
 def parse_call(kind: str, body: Any, headers: Mapping[str, str], deploy: Deploy,
-               plans: Mapping[str, TypePlan], profiles: Mapping[str, DeviceProfile],
+               plans: Mapping[str, TaskPlan], profiles: Mapping[str, DeviceProfile],
                now: float) -> CallSpec:
     """Check one call (``kind``: completions | chat) and resolve its deadline; ApiError if bad."""
     if not isinstance(body, dict):

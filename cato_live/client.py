@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import httpx
 
-REPLICA_HEADER = "x-cato-replica"
-PRIORITY_HEADER = "x-cato-priority"
+from cato_live.headers import PRIORITY as PRIORITY_HEADER
+from cato_live.headers import REPLICA as REPLICA_HEADER
+
 EXCERPT_CHARS = 200
 
 

@@ -18,7 +18,7 @@ from cato_core.errors import InputError
 from cato_core.profile import DeviceProfile, load_profile
 from cato_core.routers import ROUTERS
 from cato_core.scalers import SCALERS
-from cato_core.tasks import TaskType, default_task_types
+from cato_core.tasks import TaskType, default_task_types, merge_task_types
 from cato_live.provisioners.registry import KINDS
 
 
@@ -135,23 +135,6 @@ class Deploy(Strict):
         return p
 
 
-def _merge_task_types(raw: Any, source: str) -> dict:
-    """Overrides under task_types merge field by field over the defaults of a known type."""
-    merged = {k: v.model_dump(exclude_none=True) for k, v in default_task_types().items()}
-    if raw is None:
-        return merged
-    if not isinstance(raw, dict):
-        raise InputError(source, "task_types", "a mapping of task type name to its fields")
-    for name, fields in raw.items():
-        if fields is None:
-            merged.pop(name, None)  # `translation: null` drops a type
-        elif name in merged and isinstance(fields, dict):
-            merged[name] = {**merged[name], **fields}
-        else:
-            merged[name] = fields
-    return merged
-
-
 def _error(e: ValidationError, source: str, prefix: str = "") -> InputError:
     err = e.errors()[0]
     field = prefix + ".".join(str(x) for x in err["loc"]) if err["loc"] else (prefix.rstrip(".") or "(top level)")
@@ -162,7 +145,7 @@ def parse_deploy(tree: Any, source: str, base: Path | None = None) -> Deploy:
     """Validate a DEPLOY tree; profile paths are relative to ``base`` (the file's folder)."""
     if not isinstance(tree, dict):
         raise InputError(source, "(top level)", "a YAML mapping with models and provisioner")
-    tree = {**tree, "task_types": _merge_task_types(tree.get("task_types"), source)}
+    tree = {**tree, "task_types": merge_task_types(tree.get("task_types"), source)}
     try:
         deploy = Deploy.model_validate(tree)
         for name, params in (("router_params", ROUTERS[deploy.router][1]),

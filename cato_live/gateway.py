@@ -35,6 +35,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from cato_core.request import LLMRequest
+from cato_core.task_plan import NodePlan, compile_plans
+from cato_live import headers as H
 from cato_live.api_error import ApiError
 from cato_live.call_spec import parse_call
 from cato_live.deploy import Deploy
@@ -44,7 +46,6 @@ from cato_live.forward import Upstream, describe, open_call
 from cato_live.provisioners.base import Provisioner
 from cato_live.provisioners.registry import make_provisioner
 from cato_live.records import CallRecord
-from cato_live.task_graph import NodePlan, compile_plans
 from cato_live.task_runner import parse_task, run_task
 
 PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
@@ -150,8 +151,7 @@ class Gateway:
         except Exception as e:
             self.end_call(call, None, "failed", describe(e))
             raise
-        headers = {"x-cato-replica": up.replica.id, "x-cato-priority": str(call.r.priority),
-                   "x-cato-task-id": call.record.task_id}
+        headers = {H.REPLICA: up.replica.id, H.PRIORITY: str(call.r.priority), H.TASK_ID: call.record.task_id}
         media = up.response.headers.get("content-type")
         status = up.response.status_code
         if up.rest is None:

@@ -6,7 +6,7 @@ sleep (lognormal around its median, seeded per task), an LLM node one streamed
 ``/v1/completions`` request (cato_live.client) whose prompt is a list of seeded random token
 IDs of exactly ``prompt_tokens`` length, with ``max_tokens = output_tokens`` and
 ``ignore_eos``. Each LLM request carries the task type, task id and the node's deadline
-(cato_live.replay_plan); plain vLLM ignores these headers.
+(cato_live.headers); plain vLLM ignores these headers.
 
 Measured at the client, on the replay's clock (seconds since the replay started):
 task TTFT = first token of the last LLM node - arrival, task E2E = end of the last node -
@@ -40,9 +40,10 @@ import pandas as pd
 from cato_core.profile import DeviceProfile
 from cato_core.provenance import versions
 from cato_core.results import NODES, REPLICAS, TASKS, TableWriter
+from cato_core.task_plan import TaskPlan, compile_plans
 from cato_core.tasks import TaskType
 from cato_live.client import RequestFailed, describe_error, stream_completion
-from cato_live.replay_plan import TypePlan, compile_types, request_headers
+from cato_live.headers import request_headers
 
 MIN_TOKEN_ID = 10  # prompts avoid the lowest IDs, where tokenizers keep special tokens
 GATEWAY_REPLICAS_PATH = "/v1/cato/replicas"
@@ -81,7 +82,7 @@ class _Task:
     __slots__ = ("id", "row", "plan", "arrival", "prompt", "output", "sla", "deadlines", "recs",
                  "tool_s", "rng", "done")
 
-    def __init__(self, task_id: str, row: int, plan: TypePlan, arrival: float, prompt: int, output: int):
+    def __init__(self, task_id: str, row: int, plan: TaskPlan, arrival: float, prompt: int, output: int):
         self.id, self.row, self.plan, self.arrival = task_id, row, plan, arrival
         self.prompt, self.output = prompt, output
         self.recs: list[NodeRec | None] = [None] * len(plan.nodes)
@@ -97,7 +98,7 @@ class ReplayResult:
     model: str | None  # the model requested (--model, or the first the target serves)
 
 
-def tool_durations(plan: TypePlan, rng: np.random.Generator) -> list[float]:
+def tool_durations(plan: TaskPlan, rng: np.random.Generator) -> list[float]:
     """A task's tool-node durations, drawn in node order (0 for LLM nodes).
 
     Lognormal around the median as in the simulator: median * exp(sigma * N(0, 1)), one
@@ -110,9 +111,9 @@ def tool_durations(plan: TypePlan, rng: np.random.Generator) -> list[float]:
         if n.kind != "tool":
             out.append(0.0)
         elif n.tool_sigma:
-            out.append(n.tool_median_s * math.exp(n.tool_sigma * rng.standard_normal()))
+            out.append(n.tool_s * math.exp(n.tool_sigma * rng.standard_normal()))
         else:
-            out.append(n.tool_median_s)
+            out.append(n.tool_s)
     return out
 
 
@@ -172,7 +173,7 @@ class Replayer:
         self.on_task_done = on_task_done
         self.gateway_now = gateway_now
         self.model = cfg.model
-        self.plans = compile_types(cfg.task_types, cfg.model)
+        self.plans = compile_plans(cfg.task_types, cfg.model)
         self.url = cfg.target.rstrip("/") + "/v1/completions"
         self.tasks: dict[str, _Task] = {}
         self.running: dict[str, asyncio.Task] = {}
@@ -219,7 +220,7 @@ class Replayer:
                 served = [] if self._stop.is_set() else await self._warm_up(client)
                 if self.model is None and served:
                     self.model = served[0]
-                    self.plans = compile_types(self.cfg.task_types, self.model)
+                    self.plans = compile_plans(self.cfg.task_types, self.model)
                 self._t0 = self._loop.time()
                 dispatcher = asyncio.create_task(self._dispatch(client))
                 waiters = [asyncio.create_task(self._all_done.wait()), asyncio.create_task(self._stop.wait())]
@@ -292,7 +293,7 @@ class Replayer:
         plan = self.plans[c["task_type"][i]]
         arrival = float(c["arrival_s"][i]) * self.cfg.time_scale
         task = _Task(task_id, i, plan, arrival, int(c["prompt_tokens"][i]), int(c["output_tokens"][i]))
-        base = plan.baselines(self.cfg.profiles, self.cfg.profile, task.prompt, task.output)
+        base = plan.baselines(self.cfg.profiles, task.prompt, task.output, default=self.cfg.profile)
         sla = c["sla_s"][i] if "sla_s" in c else None
         task.sla, task.deadlines = plan.sla_and_deadlines(base, arrival, None if sla is None else float(sla))
         task.rng = np.random.default_rng([self.cfg.seed, i])

@@ -204,7 +204,13 @@ def replay(
 
 async def _replay(df, out, cfg, deploy, provisioner, args, console):
     """Run the replay (with --deploy: inside the gateway's lifetime); Ctrl-C/SIGTERM stop it."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from cato_live.replay import Replayer
 

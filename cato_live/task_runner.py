@@ -20,10 +20,10 @@ import anyio
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cato_core.task_plan import NodePlan
 from cato_live.api_error import ApiError
 from cato_live.forward import describe, open_call
 from cato_live.records import CallRecord
-from cato_live.task_graph import NodePlan
 
 if TYPE_CHECKING:
     from cato_live.gateway import Gateway

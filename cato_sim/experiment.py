@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from cato_core.errors import InputError
 from cato_core.routers import ROUTERS
 from cato_core.scalers import SCALERS
-from cato_core.tasks import TaskType, default_task_types
+from cato_core.tasks import TaskType, default_task_types, merge_task_types
 
 
 class Strict(BaseModel):
@@ -136,23 +136,6 @@ def _set(tree: dict, dotted: str, raw: str, source: str) -> None:
         raise InputError(source, dotted, "a mapping key or list index")
 
 
-def _merge_task_types(raw: dict | None, source: str) -> dict:
-    """Overrides under task_types: merge field by field over the defaults of a known type."""
-    merged = {k: v.model_dump(exclude_none=True) for k, v in default_task_types().items()}
-    if raw is None:
-        return merged
-    if not isinstance(raw, dict):
-        raise InputError(source, "task_types", "a mapping of task type name to its fields")
-    for name, fields in raw.items():
-        if fields is None:
-            merged.pop(name, None)  # `translation: null` drops a type
-        elif name in merged and isinstance(fields, dict):
-            merged[name] = {**merged[name], **fields}
-        else:
-            merged[name] = fields
-    return merged
-
-
 def parse_experiment(tree: Any, source: str, overrides: list[str] = ()) -> Experiment:
     if not isinstance(tree, dict):
         raise InputError(source, "(top level)", "a YAML mapping with trace, models and setups")
@@ -161,7 +144,7 @@ def parse_experiment(tree: Any, source: str, overrides: list[str] = ()) -> Exper
             raise InputError("--set", item, "key=value")
         key, raw = item.split("=", 1)
         _set(tree, key.strip(), raw, "--set")
-    tree["task_types"] = _merge_task_types(tree.get("task_types"), source)
+    tree["task_types"] = merge_task_types(tree.get("task_types"), source)
     try:
         return Experiment.model_validate(tree)
     except ValidationError as e:

@@ -9,71 +9,29 @@ replica in the result tables. It holds no module-level state: runs are independe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import simpy
 
-from cato_core import slack
 from cato_core.profile import DeviceProfile, load_profile
 from cato_core.replica import ReplicaState
 from cato_core.request import LLMRequest
 from cato_core.results import NODES, REPLICAS, TASKS, TableWriter
 from cato_core.routers import Retry, make_router
 from cato_core.scalers import make_scaler
-from cato_core.tasks import TaskType
+from cato_core.task_plan import NodePlan, TaskPlan, compile_plans
 from cato_sim.cluster import Cluster
 from cato_sim.engine import Engine
 from cato_sim.experiment import Experiment, ModelSpec, Setup
-
-
-@dataclass(frozen=True)
-class _NodePlan:
-    index: int
-    name: str
-    kind: str
-    model: str | None
-    tool_median: float
-    tool_sigma: float
-    after: tuple[int, ...]
-    successors: tuple[int, ...]
-    streamed: bool  # the last LLM node: its first token is the task's TTFT
-
-
-class _TypePlan:
-    """A task type compiled once per run: node indices instead of names on the hot path."""
-
-    def __init__(self, name: str, t: TaskType, default_model: str):
-        self.name, self.metric, self.sla = name, t.metric, t.sla
-        index = {n.name: i for i, n in enumerate(t.nodes)}
-        succ: dict[int, list[int]] = {i: [] for i in range(len(t.nodes))}
-        for i, n in enumerate(t.nodes):
-            for d in n.after:
-                succ[index[d]].append(i)
-        self.nodes = tuple(
-            _NodePlan(
-                i, n.name, n.kind,
-                t.model_of(n, default_model) if n.kind == "llm" else None,
-                n.tool.median_s if n.tool else 0.0,
-                n.tool.sigma if n.tool else 0.0,
-                tuple(index[d] for d in n.after),
-                tuple(succ[i]),
-                n.name == t.last_llm,
-            )
-            for i, n in enumerate(t.nodes)
-        )
-        self.graph = slack.SlackGraph([n.after for n in self.nodes])
-        self.sources = tuple(n.index for n in self.nodes if not n.after)
-        self.streamed = index[t.last_llm]
 
 
 class _Task:
     __slots__ = ("id", "plan", "arrival", "sla", "deadlines", "waiting", "left", "rec", "done",
                  "prompt", "output")
 
-    def __init__(self, task_id, plan, arrival, prompt, output):
+    def __init__(self, task_id, plan: TaskPlan, arrival, prompt, output):
         self.id, self.plan, self.arrival = task_id, plan, arrival
         self.prompt, self.output = prompt, output
         self.waiting = [len(n.after) for n in plan.nodes]  # unfinished predecessors
@@ -114,7 +72,7 @@ class Simulation:
         self.ready: dict[str, list[ReplicaState]] = {m: [] for m in exp.models}  # routable
         self.unrouted: dict[str, list[LLMRequest]] = {m: [] for m in exp.models}  # no replica ready
         self.pending = {m: 0 for m in exp.models}  # held by the router, retrying
-        self.plans = {name: _TypePlan(name, t, exp.default_model) for name, t in exp.task_types.items()}
+        self.plans = compile_plans(exp.task_types, exp.default_model)
         self.open: dict[str, _Task] = {}
         self.finished = 0
         self._replica_no = 0
@@ -161,32 +119,19 @@ class Simulation:
                 yield env.timeout(arrival - env.now)
             self._start_task(task_id, self.plans[ttype], arrival, prompt, output, sla)
 
-    def _start_task(self, task_id, plan: _TypePlan, arrival, prompt, output, sla_override) -> None:
+    def _start_task(self, task_id, plan: TaskPlan, arrival, prompt, output, sla_given) -> None:
         task = _Task(task_id, plan, arrival, prompt, output)
-        base = []
-        for n in plan.nodes:
-            if n.kind == "tool":
-                base.append(n.tool_median)
-            else:
-                p = self.profiles[n.model]
-                b = p.prefill_s(prompt)
-                if not (n.streamed and plan.metric == "ttft"):
-                    b += p.decode_s(prompt, output)
-                base.append(b)
-        if sla_override is None or _isnan(sla_override):
-            task.sla = plan.sla.resolve(plan.graph.critical_path(base))
-        else:
-            task.sla = float(sla_override)
-        task.deadlines = plan.graph.deadlines(base, task.sla, arrival)
+        base = plan.baselines(self.profiles, prompt, output)
+        task.sla, task.deadlines = plan.sla_and_deadlines(base, arrival, sla_given)
         self.open[task_id] = task
         for i in plan.sources:
             self._start_node(task, plan.nodes[i])
 
-    def _start_node(self, task: _Task, node: _NodePlan) -> None:
+    def _start_node(self, task: _Task, node: NodePlan) -> None:
         now = self.env.now
         if node.kind == "tool":
             task.rec[node.index] = [None, None, None, None, now, now, None, None]
-            dur = node.tool_median * math.exp(node.tool_sigma * self.rng.standard_normal()) if node.tool_sigma else node.tool_median
+            dur = node.tool_s * math.exp(node.tool_sigma * self.rng.standard_normal()) if node.tool_sigma else node.tool_s
             ev = self.env.timeout(dur)
             ev.callbacks.append(lambda _e: self._node_done(task, node.index, self.env.now))
             return
@@ -195,7 +140,7 @@ class Simulation:
             request_id=f"{task.id}/{node.name}", task_id=task.id, model=node.model,
             prompt_tokens=task.prompt, output_tokens=task.output, arrival_s=now,
             deadline_s=task.deadlines[node.index],
-            ttft_only=node.streamed and task.plan.metric == "ttft", seq=self._seq, ref=(task, node.index),
+            ttft_only=node.ttft_only, seq=self._seq, ref=(task, node.index),
         )
         task.rec[node.index] = [None, None, None, None, now, None, None, None]
         self._route(r)
@@ -375,5 +320,3 @@ class Simulation:
             w.close()
 
 
-def _isnan(x) -> bool:
-    return isinstance(x, float) and math.isnan(x)

@@ -20,7 +20,7 @@ from cato_live.background import serve_in_thread
 from cato_live.call_spec import parse_call, prompt_tokens
 from cato_live.deploy import parse_deploy
 from cato_live.gateway import create_app
-from cato_live.task_graph import compile_plans
+from cato_core.task_plan import compile_plans
 
 ROUND = {"name": "round", "model": "m", "device": "d", "overhead_s": 0.01, "per_token_s": 0.001,
          "prefill_attn_s": 0.0, "decode_ctx_s": 0.0, "kv_capacity_tokens": 100000, "cold_start_s": 5.0}

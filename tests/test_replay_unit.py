@@ -20,7 +20,8 @@ from cato_core.tasks import default_task_types
 from cato_core.trace import write_trace
 from cato_live.replay import (MIN_TOKEN_ID, NodeRec, ReplayConfig, Replayer, _Task, busy_seconds, node_rows,
                               prompt_ids, task_row, tool_durations)
-from cato_live.replay_plan import TypePlan, deadline_ms, request_headers
+from cato_core.task_plan import TaskPlan
+from cato_live.headers import deadline_ms, request_headers
 from cato_live.vllm_process import free_port
 from cato_sim.experiment import parse_experiment
 from cato_sim.simulation import Simulation
@@ -29,8 +30,8 @@ from tests.conftest import ROOT, round_profile
 TYPES = default_task_types()
 
 
-def plan(name: str) -> TypePlan:
-    return TypePlan(name, TYPES[name], "m")
+def plan(name: str) -> TaskPlan:
+    return TaskPlan(name, TYPES[name], "m")
 
 
 # -- deadlines and the header ------------------------------------------------------------
@@ -41,7 +42,7 @@ def test_completion_deadlines_and_header_exact():
     and arrival + 0.3; sent at arrival + 0.2 the llm node has 100 ms left.
     """
     p = plan("completion")
-    base = p.baselines({}, round_profile(), 40, 11)
+    base = p.baselines({}, 40, 11, default=round_profile())
     assert base == [0.05, 0.05]
     sla, deadlines = p.sla_and_deadlines(base, 2.0, None)
     assert sla == pytest.approx(0.3, abs=1e-15)
@@ -56,7 +57,7 @@ def test_completion_deadlines_and_header_exact():
 def test_translation_deadlines_with_and_without_trace_sla():
     """llm (E2E-critical: prefill 50 ms + 10 decode steps of 11 ms = 0.16 s) -> validate (0.5 s)."""
     p = plan("translation")
-    base = p.baselines({}, round_profile(), 40, 11)
+    base = p.baselines({}, 40, 11, default=round_profile())
     assert base == pytest.approx([0.16, 0.5], abs=1e-15)
     sla, deadlines = p.sla_and_deadlines(base, 2.0, None)  # the type's SLA: 3 x 0.66 s
     assert sla == pytest.approx(1.98, abs=1e-12)
@@ -91,7 +92,7 @@ def test_deadlines_equal_the_simulators(tmp_path):
     checked = 0
     for row in trace.itertuples():
         p = plan(row.task_type)
-        base = p.baselines({}, prof, row.prompt_tokens, row.output_tokens)
+        base = p.baselines({}, row.prompt_tokens, row.output_tokens, default=prof)
         sla, deadlines = p.sla_and_deadlines(base, row.arrival_s, row.sla_s)
         assert sla == sim_tasks[row.task_id]
         for node, d in zip(p.nodes, deadlines):
@@ -106,7 +107,7 @@ def test_tool_durations_seeded_lognormal():
     p = plan("completion")
     z = np.random.default_rng([7, 3]).standard_normal()
     assert tool_durations(p, np.random.default_rng([7, 3])) == [0.05 * math.exp(0.25 * z), 0.0]
-    fixed = TypePlan("c", TYPES["completion"].model_copy(update={"nodes": (
+    fixed = TaskPlan("c", TYPES["completion"].model_copy(update={"nodes": (
         TYPES["completion"].nodes[0].model_copy(update={"tool": TYPES["completion"].nodes[0].tool.model_copy(
             update={"sigma": 0.0})}), TYPES["completion"].nodes[1])}), "m")
     assert tool_durations(fixed, np.random.default_rng(0)) == [0.05, 0.0]  # sigma 0: the median
@@ -122,7 +123,7 @@ def test_prompt_ids_exact_length_within_vocab():
 def make_task(name="completion", arrival=1.0, prompt=40, output=11) -> _Task:
     p = plan(name)
     t = _Task("t1", 0, p, arrival, prompt, output)
-    t.sla, t.deadlines = p.sla_and_deadlines(p.baselines({}, round_profile(), prompt, output), arrival, None)
+    t.sla, t.deadlines = p.sla_and_deadlines(p.baselines({}, prompt, output, default=round_profile()), arrival, None)
     return t
 
 

@@ -24,7 +24,7 @@ from cato_core.metrics import summarize
 from cato_core.profile import load_profile
 from cato_core.tasks import default_task_types
 from cato_core.trace import write_trace
-from cato_live.replay_plan import TypePlan
+from cato_core.task_plan import TaskPlan
 
 from .conftest import ROOT, SERVED_NAME, get_text
 
@@ -87,8 +87,8 @@ def check_complete_run(trace: pd.DataFrame, out, target: str, model: str, time_s
     # Deadlines: the Profiler math on the trace (same as the simulator's, see test_replay_unit).
     prof, types = load_profile(PROFILE), default_task_types()
     for row in trace.itertuples():
-        p = TypePlan(row.task_type, types[row.task_type], model)
-        base = p.baselines({}, prof, row.prompt_tokens, row.output_tokens)
+        p = TaskPlan(row.task_type, types[row.task_type], model)
+        base = p.baselines({}, row.prompt_tokens, row.output_tokens, default=prof)
         sla, deadlines = p.sla_and_deadlines(base, row.arrival_s * time_scale, None)
         assert t.loc[row.task_id, "sla_s"] == sla
         got = nodes[nodes["task_id"] == row.task_id].set_index("node")["deadline_s"]
