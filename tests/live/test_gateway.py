@@ -261,3 +261,27 @@ def test_process_provisioner_stops_its_servers(replicas):
         with pytest.raises(httpx.ConnectError):
             httpx.get(h.base_url + "/v1/models", timeout=2)
     assert prov.capacity("tiny") == 2  # both cores back in the pool
+
+
+@pytest.mark.parametrize("router", ["cato", "pow2", "round_robin"])
+def test_replay_of_a_poisson_trace_through_the_gateway_for_each_router(replicas, router, tmp_path):
+    """`cato-live replay` of all four task types, open loop, through the gateway over the two
+    real replicas: every task once and ok, exact token counts, the gateway's replicas table."""
+    from cato_core.trace import write_trace
+
+    from .test_replay_vllm import check_complete_run, poisson_trace, run_replay
+
+    _, handles = replicas
+    trace = poisson_trace(16, rate=4.0, seed=5)
+    write_trace(trace, tmp_path / "trace.parquet")
+    with gateway([h.base_url for h in handles], router=router) as url:
+        res = run_replay(tmp_path / "trace.parquet", "--target", url, "--model", "tiny", "--out",
+                         tmp_path / "out", "--vocab-size", 2000, "--seed", 1)
+    assert res.returncode == 0, res.stderr[-2000:]
+    tasks, nodes, reps, summary = check_complete_run(trace, tmp_path / "out", url, "tiny", gateway=True)
+    assert sorted(reps["replica_id"]) == ["tiny-1", "tiny-2"]
+    assert reps["requests"].sum() == len(trace)
+    llm = nodes[nodes["kind"] == "llm"]
+    assert set(llm["replica"]) <= {"tiny-1", "tiny-2"}
+    if router == "round_robin":
+        assert sorted(llm["replica"].value_counts().tolist()) == [8, 8]
