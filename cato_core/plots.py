@@ -18,11 +18,18 @@ def _plt():
 
 
 def replicas_over_time(replicas: pd.DataFrame, end: float) -> tuple[np.ndarray, np.ndarray]:
-    """Step function of provisioned replicas (asked to released)."""
-    times = np.concatenate([replicas["asked_s"].to_numpy(), replicas["released_s"].to_numpy(), [0.0, end]])
-    deltas = np.concatenate([np.ones(len(replicas)), -np.ones(len(replicas)), [0, 0]])
-    order = np.lexsort((-deltas, times))  # at equal times count arrivals before departures
-    return times[order], np.cumsum(deltas[order])
+    """Step function of provisioned replicas (asked to released), one point per change.
+
+    Replicas still up when the run ended count until ``end``: the curve stops there rather
+    than dropping to zero.
+    """
+    asked = replicas["asked_s"].to_numpy(dtype=float)
+    released = replicas["released_s"].to_numpy(dtype=float)
+    released = released[released < end]
+    times = np.concatenate([asked, released, [0.0, end]])
+    deltas = np.concatenate([np.ones(asked.size), -np.ones(released.size), [0.0, 0.0]])
+    t, inverse = np.unique(times, return_inverse=True)
+    return t, np.cumsum(np.bincount(inverse, weights=deltas))
 
 
 def plot_comparison(runs: dict[str, Path], summaries: dict[str, dict], out: Path) -> list[Path]:
@@ -42,8 +49,9 @@ def plot_comparison(runs: dict[str, Path], summaries: dict[str, dict], out: Path
         ax.bar(x + i * width, vals, width, label=n)
     ax.set_xticks(x + width * (len(names) - 1) / 2, types + ["all"])
     ax.set_ylabel("Goodput rate (share of tasks within SLA)")
-    ax.set_ylim(0, 1.05)
-    ax.legend()
+    ax.set_ylim(0, 1.2)  # headroom for the legend above the bars
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.legend(ncol=len(names), loc="upper center")
     fig.tight_layout()
     written.append(out / "goodput.png")
     fig.savefig(written[-1], dpi=110)
@@ -71,6 +79,7 @@ def plot_comparison(runs: dict[str, Path], summaries: dict[str, dict], out: Path
         ax.step(t, count, where="post", label=n)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("replicas provisioned")
+    ax.yaxis.get_major_locator().set_params(integer=True)
     ax.legend()
     fig.tight_layout()
     written.append(out / "replicas.png")
