@@ -11,13 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from cato_core.errors import InputError
 from cato_core.profile import DeviceProfile, load_profile
 from cato_core.routers import ROUTERS
 from cato_core.scalers import SCALERS
+from cato_core.yaml_file import read_yaml
 from cato_core.tasks import TaskType, default_task_types, merge_task_types
 from cato_live.provisioners.registry import KINDS
 
@@ -173,13 +173,5 @@ def parse_deploy(tree: Any, source: str, base: Path | None = None) -> Deploy:
 def load_deploy(path: str | Path) -> Deploy:
     """Read and check a DEPLOY.yaml file."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(str(path), "deploy", "an existing YAML file")
-    try:
-        tree = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "yaml"
-        raise InputError(str(path), where, "well-formed YAML") from None
-    return parse_deploy(tree, str(path), path.parent)
+    return parse_deploy(read_yaml(path, "deploy"), str(path), path.parent)
 

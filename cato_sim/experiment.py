@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from cato_core.errors import InputError
 from cato_core.routers import ROUTERS
 from cato_core.scalers import SCALERS
+from cato_core.yaml_file import read_yaml
 from cato_core.tasks import TaskType, default_task_types, merge_task_types
 
 
@@ -156,12 +157,4 @@ def parse_experiment(tree: Any, source: str, overrides: list[str] = ()) -> Exper
 def load_experiment(path: str | Path, overrides: list[str] = ()) -> tuple[Experiment, Path]:
     """Read an experiment YAML; returns it and the folder its relative paths start from."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(str(path), "experiment", "an existing YAML file")
-    try:
-        tree = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "yaml"
-        raise InputError(str(path), where, "well-formed YAML") from None
-    return parse_experiment(tree, str(path), overrides), path.parent
+    return parse_experiment(read_yaml(path, "experiment"), str(path), overrides), path.parent
