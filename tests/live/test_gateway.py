@@ -252,17 +252,6 @@ def test_failing_replica_beside_a_real_one_loses_no_call(replicas, mode):
     assert nodes["late"]["attempts"] == ["tiny-1"]
 
 
-def test_process_provisioner_stops_its_servers(replicas):
-    prov, handles = replicas
-    asyncio.run(prov.close())
-    for h in handles:
-        with pytest.raises(ProcessLookupError):
-            os.kill(h.meta["pid"], 0)
-        with pytest.raises(httpx.ConnectError):
-            httpx.get(h.base_url + "/v1/models", timeout=2)
-    assert prov.capacity("tiny") == 2  # both cores back in the pool
-
-
 @pytest.mark.parametrize("router", ["cato", "pow2", "round_robin"])
 def test_replay_of_a_poisson_trace_through_the_gateway_for_each_router(replicas, router, tmp_path):
     """`cato-live replay` of all four task types, open loop, through the gateway over the two
@@ -285,3 +274,15 @@ def test_replay_of_a_poisson_trace_through_the_gateway_for_each_router(replicas,
     assert set(llm["replica"]) <= {"tiny-1", "tiny-2"}
     if router == "round_robin":
         assert sorted(llm["replica"].value_counts().tolist()) == [8, 8]
+
+
+def test_process_provisioner_stops_its_servers(replicas):
+    prov, handles = replicas
+    asyncio.run(prov.close())
+    for h in handles:
+        with pytest.raises(ProcessLookupError):
+            os.kill(h.meta["pid"], 0)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(h.base_url + "/v1/models", timeout=2)
+    assert prov.capacity("tiny") == 2  # both cores back in the pool
+
