@@ -8,7 +8,7 @@ never scans the queue.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from cato_core.profile import DeviceProfile
 from cato_core.queue import RequestQueue
@@ -36,6 +36,7 @@ class ReplicaState:
         self.asked_s = asked_s
         self.running = 0
         self.idle_since: float | None = None  # set once ready and empty
+        self.driver: Any = None  # the driver's own object for this replica (engine, HTTP client)
         self._queued_prefill_s = 0.0  # sum of isolated prefill times of queued requests
         self._running_finish_s = 0.0  # sum of expected (isolated) finish times of running ones
         self._running_context = 0  # prompt tokens held by running requests

@@ -189,7 +189,8 @@ class ModelPool:
         k, r, rec = choice.replica, call.r, call.record
         r.priority = choice.priority
         rec.replica, rec.priority, rec.queued_s = k.id, choice.priority, now
-        rec.slack_s, rec.predicted_wait_s = r.deadline_s - now, k.wait_s(now)
+        rec.slack_s = r.deadline_s - now
+        rec.predicted_wait_s = choice.wait_s if choice.wait_s is not None else k.wait_s(now)
         self.scaler.on_routed(r, choice.priority, now)
         k.enqueue(r)
         rep = self.by_id[k.id]

@@ -69,6 +69,7 @@ class Simulation:
         self.profiles: dict[str, DeviceProfile] = {m: load_profile(s.profile) for m, s in exp.models.items()}
         self.scalers = {m: make_scaler(setup.scaler, setup.scaler_params) for m in exp.models}
         self.replicas: dict[str, list[_Replica]] = {m: [] for m in exp.models}  # not released
+        self._by_id: dict[str, _Replica] = {}  # every replica ever asked for, by id
         self.ready: dict[str, list[ReplicaState]] = {m: [] for m in exp.models}  # routable
         self.unrouted: dict[str, list[LLMRequest]] = {m: [] for m in exp.models}  # no replica ready
         self.pending = {m: 0 for m in exp.models}  # held by the router, retrying
@@ -160,7 +161,8 @@ class Simulation:
         k, task_node = choice.replica, r.ref
         r.priority = choice.priority
         rec = task_node[0].rec[task_node[1]]
-        rec[0], rec[1], rec[2], rec[3] = k.id, choice.priority, r.deadline_s - now, k.wait_s(now)
+        wait = choice.wait_s if choice.wait_s is not None else k.wait_s(now)
+        rec[0], rec[1], rec[2], rec[3] = k.id, choice.priority, r.deadline_s - now, wait
         self.scalers[r.model].on_routed(r, choice.priority, now)
         k.enqueue(r)
         k.driver.requests += 1
@@ -181,7 +183,7 @@ class Simulation:
 
     def on_finish(self, r: LLMRequest, now: float) -> None:
         task, i = r.ref
-        replica = self._by_id[r.model][task.rec[i][0]]
+        replica = self._by_id[task.rec[i][0]]
         if replica.state.state == "draining" and replica.state.ongoing == 0:
             self._finalize_replica(replica, now)
         self._node_done(task, i, now)
@@ -250,19 +252,13 @@ class Simulation:
         replica = _Replica(state, engine, machine, spec)
         state.driver = replica
         self.replicas[model].append(replica)
-        self._by_id.setdefault(model, {})[state.id] = replica
+        self._by_id[state.id] = replica
         if warm:
             self._make_ready(replica, now)
         else:
             ev = self.env.timeout(profile.cold_start_s)
             ev.callbacks.append(lambda _e: self._make_ready(replica, self.env.now))
         return True
-
-    @property
-    def _by_id(self) -> dict[str, dict[str, _Replica]]:
-        if not hasattr(self, "_replicas_by_id"):
-            self._replicas_by_id = {}
-        return self._replicas_by_id
 
     def _make_ready(self, replica: _Replica, now: float) -> None:
         if replica.state.state != "starting":

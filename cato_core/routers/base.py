@@ -17,6 +17,7 @@ VIOLATED, AT_RISK, ON_TIME = 0, 1, 2
 class Route:
     replica: ReplicaState
     priority: int
+    wait_s: float | None = None  # W_k of the choice, when the router computed it (saves a recount)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,19 +35,21 @@ class CatoRouter:
     def route(self, r: LLMRequest, replicas: Sequence[ReplicaState], now: float) -> Route:
         slack = r.deadline_s - now
         if slack <= 0:
-            return Route(min(replicas, key=lambda k: k.wait_s(now)), VIOLATED)
+            waits = [(k.wait_s(now), i) for i, k in enumerate(replicas)]
+            w, i = min(waits)
+            return Route(replicas[i], VIOLATED, w)
         n = len(replicas)
         self._turn = (self._turn + 1) % n if n else 0
-        best, best_e = replicas[0], float("inf")
+        best, best_e, best_w = replicas[0], float("inf"), 0.0
         fit, fit_key = None, (float("inf"), float("inf"))
         for i in range(n):
             k = replicas[(self._turn + i) % n]
             w = k.wait_s(now)
             e = w + k.service_s(r)
             if e < best_e:
-                best, best_e = k, e
+                best, best_e, best_w = k, e, w
             if e <= slack and (w, e) < fit_key:
                 fit, fit_key = k, (w, e)
         if fit is None:
-            return Route(best, AT_RISK)
-        return Route(fit, ON_TIME)
+            return Route(best, AT_RISK, best_w)
+        return Route(fit, ON_TIME, fit_key[0])
