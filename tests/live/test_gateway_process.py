@@ -148,7 +148,15 @@ def test_replica_killed_mid_run_loses_no_call(cli):
     rows = cli.rows()
     assert [rows[k]["state"] for k in ("tiny-1", "tiny-2")] == ["ready", "ready"]
     victim = rows["tiny-1"]["meta"]["pid"]
-    n_tokens = 300
+    # Long enough that no call can end between the gateway showing it under way and the kill.
+    n_tokens = 1000
+
+    async def under_way(c: httpx.AsyncClient) -> bool:
+        """All 12 calls routed, some sent to tiny-1, and none of those ended."""
+        ours = [n for n in (await c.get("/v1/cato/nodes")).json()["nodes"] if n["task_id"].startswith("k")]
+        on_1 = [n for n in ours if n["replica"] == "tiny-1"]
+        return (len(ours) == 12 and all(n["queued_s"] is not None for n in ours)
+                and any(n["start_s"] is not None for n in on_1) and all(n["status"] == "running" for n in on_1))
 
     async def run():
         async with httpx.AsyncClient(base_url=cli.url, timeout=120) as c:
@@ -158,7 +166,12 @@ def test_replica_killed_mid_run_loses_no_call(cli):
                                json=body(n_tokens, stream=True, stream_options={"include_usage": True}))
                         for i in range(8, 12)]
             calls = [asyncio.ensure_future(x) for x in plain + streamed]
-            await asyncio.sleep(0.4)
+            for _ in range(200):
+                await asyncio.sleep(0.02)
+                if await under_way(c):
+                    break
+            else:
+                pytest.fail("the 12 calls never were all under way")
             os.killpg(victim, signal.SIGKILL)  # the engine and its API server, mid-generation
             return await asyncio.gather(*calls)
 
