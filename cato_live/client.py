@@ -22,6 +22,7 @@ from cato_live.headers import PRIORITY as PRIORITY_HEADER
 from cato_live.headers import REPLICA as REPLICA_HEADER
 
 EXCERPT_CHARS = 200
+TIMEOUT_STATUSES = (408, 504)
 
 
 class RequestFailed(Exception):
@@ -49,6 +50,19 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     """One line of at most ``limit`` characters."""
     one = " ".join(text.split())
     return one if len(one) <= limit else one[: limit - 3] + "..."
+
+
+def error_message(text: str) -> str:
+    """The message of an OpenAI-style error body (``{"error": {"message": ...}}``, or vLLM's
+    ``{"object": "error", "message": ...}``), else the text itself, as one short line."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return excerpt(text)
+    err = body.get("error", body) if isinstance(body, dict) else None
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        return excerpt(err["message"])
+    return excerpt(err if isinstance(err, str) else text)
 
 
 def _int_header(headers: httpx.Headers, name: str) -> int | None:
@@ -85,7 +99,9 @@ async def stream_completion(
                 priority = _int_header(resp.headers, PRIORITY_HEADER)
                 if resp.status_code >= 400:
                     text = (await resp.aread()).decode("utf-8", "replace")
-                    raise RequestFailed("failed", f"HTTP {resp.status_code}: {excerpt(text)}", replica, priority)
+                    # A gateway or proxy in between answers 504 (408) when the server was too slow.
+                    status = "timeout" if resp.status_code in TIMEOUT_STATUSES else "failed"
+                    raise RequestFailed(status, f"HTTP {resp.status_code}: {error_message(text)}", replica, priority)
                 done = False
                 async for line in resp.aiter_lines():
                     if not line.startswith("data:"):
@@ -98,8 +114,10 @@ async def stream_completion(
                         event = json.loads(data)
                     except ValueError:
                         raise RequestFailed("failed", f"bad stream event: {excerpt(data)}", replica, priority, first) from None
-                    if "error" in event:  # vLLM reports errors after the headers this way
-                        raise RequestFailed("failed", f"stream error: {excerpt(json.dumps(event['error']))}",
+                    if "error" in event:  # vLLM (and the gateway) report errors after the headers this way
+                        err = event["error"]
+                        status = "timeout" if isinstance(err, dict) and err.get("type") == "timeout_error" else "failed"
+                        raise RequestFailed(status, f"stream error: {error_message(json.dumps(event))}",
                                             replica, priority, first)
                     if first is None and event.get("choices"):
                         first = clock()

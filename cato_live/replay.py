@@ -20,9 +20,10 @@ replicas.parquet is the gateway's GET /v1/cato/replicas when it answers (its own
 only durations matter to the metrics), else one row for the target, busy while at least
 one request was in flight at the client.
 
-Every task ends in tasks.parquet exactly once: ok, failed (HTTP status and body excerpt,
-or the connection error), timeout (a request not complete within ``timeout_s``) or
-cancelled (the replay was stopped before it finished, e.g. by Ctrl-C).
+Every task ends in tasks.parquet exactly once: ok, failed (HTTP status and the error's
+message, or the connection error), timeout (a request not complete within ``timeout_s``,
+or a gateway's 504: its replica was too slow) or cancelled (the replay was stopped before
+it finished, e.g. by Ctrl-C).
 """
 
 from __future__ import annotations
