@@ -46,7 +46,8 @@ async def one(client: httpx.AsyncClient, url: str, prompt: list[int], headers: d
     try:
         async with client.stream("POST", url + "/v1/completions", json=body, headers=headers) as resp:
             if resp.status_code != 200:
-                await resp.aread()
+                text = (await resp.aread()).decode("utf-8", "replace")
+                print(f"  {url}: HTTP {resp.status_code}: {' '.join(text.split())[:200]}")
                 return None
             async for line in resp.aiter_lines():
                 if ttft is None and line.startswith("data: {") and '"text"' in line:

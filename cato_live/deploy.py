@@ -40,6 +40,10 @@ class ModelDeploy(Strict):
     # One attempt's silence limit: to its first byte, and between stream chunks.
     first_byte_timeout_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    # An idle connection to a replica is not reused after this long. Keep it under the
+    # backend's own keep-alive (vLLM: VLLM_HTTP_TIMEOUT_KEEP_ALIVE, 5 s), or a call can be
+    # sent on a connection the replica is closing at that moment.
+    keepalive_s: float = Field(default=3.0, gt=0)
 
 
 class RetrySpec(Strict):

@@ -22,7 +22,7 @@ from cato_live.api_error import ApiError
 from cato_live.records import CallRecord
 
 if TYPE_CHECKING:
-    import httpx
+    import aiohttp
 
     from cato_live.metrics import GatewayMetrics
     from cato_live.provisioners.base import ReplicaHandle
@@ -57,7 +57,7 @@ class LiveReplica:
     def __init__(self, state: ReplicaState):
         self.state = state
         self.handle: ReplicaHandle | None = None
-        self.client: httpx.AsyncClient | None = None
+        self.client: aiohttp.ClientSession | None = None
         self.ready_s: float | None = None
         self.released_s: float | None = None
         self.requests = 0  # calls routed to it
@@ -108,7 +108,7 @@ class ModelPool:
         self.by_id[replica_id] = rep
         return rep
 
-    def mark_ready(self, rep: LiveReplica, handle: ReplicaHandle, client: httpx.AsyncClient) -> None:
+    def mark_ready(self, rep: LiveReplica, handle: ReplicaHandle, client: aiohttp.ClientSession) -> None:
         now = self.clock()
         rep.handle, rep.client, rep.ready_s = handle, client, now
         rep.state.mark_ready(now)

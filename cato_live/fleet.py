@@ -14,14 +14,13 @@ import logging
 import time
 from collections.abc import Callable
 
-import httpx
-
 from cato_core.routers import make_router
 from cato_core.scalers import make_scaler
 from cato_live.deploy import Deploy
 from cato_live.dispatch import LiveReplica, ModelPool
 from cato_live.metrics import GatewayMetrics
 from cato_live.provisioners.base import Provisioner
+from cato_live.replica_client import replica_session
 
 log = logging.getLogger("cato_live.fleet")
 
@@ -77,7 +76,7 @@ class Fleet:
         for pool in self.pools.values():
             for rep in pool.history:
                 if rep.client is not None:
-                    await rep.client.aclose()
+                    await rep.client.close()
                 if rep.state.state != "released":
                     rep.state.state = "released"
                     rep.released_s = self.now()
@@ -99,15 +98,6 @@ class Fleet:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _client(self, base_url: str, model: str) -> httpx.AsyncClient:
-        spec = self.deploy.models[model]
-        # Keep-alive connections for every slot, so a call never waits to connect.
-        limits = httpx.Limits(max_connections=spec.max_concurrency + 8,
-                              max_keepalive_connections=spec.max_concurrency)
-        timeout = httpx.Timeout(connect=spec.connect_timeout_s, read=spec.first_byte_timeout_s,
-                                write=spec.first_byte_timeout_s, pool=spec.request_timeout_s)
-        return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout)
-
     async def _start(self, pool: ModelPool, rep: LiveReplica) -> tuple[bool, LiveReplica]:
         try:
             handle = await self.provisioner.start(pool.model, rep.id)
@@ -122,7 +112,7 @@ class Fleet:
         if rep.state.state == "draining":  # released while it was starting
             pool.finalize(rep)
             return True, rep
-        pool.mark_ready(rep, handle, self._client(handle.base_url, pool.model))
+        pool.mark_ready(rep, handle, replica_session(self.deploy.models[pool.model]))
         log.info("replica %s ready at %s after %.1f s", rep.id, handle.base_url, rep.ready_s - rep.state.asked_s)
         return True, rep
 
@@ -133,7 +123,7 @@ class Fleet:
 
         async def stop() -> None:
             if rep.client is not None:
-                await rep.client.aclose()
+                await rep.client.close()
             try:
                 await self.provisioner.stop(rep.handle)
             except Exception as e:  # noqa: BLE001  (a failed stop must not stop the gateway)

@@ -7,6 +7,9 @@ deadline has not passed (unless DEPLOY's ``retry.past_deadline``), and its
 ``request_timeout_s`` has not run out; otherwise it ends with a 502 (or 504 after a
 timeout). Nothing has reached the client during an attempt: a non-streamed answer is read
 whole inside it, a streamed one up to its first chunk.
+
+The replica's client is aiohttp (see cato_live.replica_client). Nothing past this module
+sees it: a stream that breaks after its first chunk raises :class:`StreamBroken`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 
 from cato_live.api_error import ApiError
 from cato_live.deploy import Deploy
@@ -27,17 +30,31 @@ JSON_HEADERS = {"content-type": "application/json"}
 EXCERPT = 200
 
 
+class StreamBroken(Exception):
+    """A replica's stream failed after its first chunk had gone to the client."""
+
+    def __init__(self, reason: str, timeout: bool):
+        super().__init__(reason)
+        self.reason, self.timeout = reason, timeout
+
+
 @dataclass(slots=True)
 class Upstream:
     """A replica's answer: whole (``first``, ``rest`` None), or begun (``first``, then ``rest``)."""
 
     replica: LiveReplica
-    response: httpx.Response
+    status: int
+    content_type: str | None
+    response: aiohttp.ClientResponse
     first: bytes
     rest: AsyncIterator[bytes] | None  # None: ``first`` is the whole body
 
     async def aclose(self) -> None:
-        await self.response.aclose()
+        # An unread rest means the connection is mid-answer: drop it rather than reuse it.
+        if self.response.content.at_eof():
+            self.response.release()
+        else:
+            self.response.close()
 
 
 class _AttemptFailed(Exception):
@@ -49,6 +66,23 @@ class _AttemptFailed(Exception):
 def describe(e: BaseException) -> str:
     text = " ".join(str(e).split())[:EXCERPT]
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _failed(rep: LiveReplica, e: aiohttp.ClientError) -> _AttemptFailed:
+    if isinstance(e, aiohttp.ClientConnectorError):
+        return _AttemptFailed(f"replica {rep.id} refused the connection ({describe(e)})", dead=True)
+    if isinstance(e, aiohttp.ServerTimeoutError):
+        return _AttemptFailed(f"replica {rep.id} was silent past its timeout ({describe(e)})", timeout=True)
+    return _AttemptFailed(f"replica {rep.id} failed the call ({describe(e)})")
+
+
+async def _rest(rep: LiveReplica, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.content.iter_any():
+            yield chunk
+    except aiohttp.ClientError as e:
+        raise StreamBroken(f"replica {rep.id} failed mid-stream ({describe(e)})",
+                           isinstance(e, aiohttp.ServerTimeoutError)) from None
 
 
 async def _wait_grant(call: Call, pool: ModelPool) -> LiveReplica:
@@ -76,33 +110,43 @@ def _abandon(call: Call, pool: ModelPool) -> None:
 async def _attempt(rep: LiveReplica, call: Call, content: bytes, remaining: float) -> Upstream:
     try:
         async with asyncio.timeout(max(remaining, 0.0)):
-            request = rep.client.build_request("POST", call.path, content=content, headers=JSON_HEADERS)
-            response = await rep.client.send(request, stream=True)
-            try:
-                if response.status_code >= 500:
-                    text = (await response.aread()).decode("utf-8", "replace")
-                    raise _AttemptFailed(f"replica {rep.id} answered HTTP {response.status_code}: "
-                                         f"{' '.join(text.split())[:EXCERPT]}")
-                chunks = response.aiter_raw()
-                first = await anext(chunks, b"")
-                if not call.stream or response.status_code >= 400:
-                    first += b"".join([c async for c in chunks])
-                    await response.aclose()
-                    return Upstream(rep, response, first, None)
-                return Upstream(rep, response, first, chunks)
-            except BaseException:
-                await response.aclose()
-                raise
-    except TimeoutError:
+            return await _send(rep, call, content)
+    except TimeoutError:  # the call's own request timeout (the replica's are ClientErrors)
         raise _AttemptFailed(f"replica {rep.id} sent nothing within the call's request timeout",
                              timeout=True) from None
-    except httpx.ConnectError as e:
-        raise _AttemptFailed(f"replica {rep.id} refused the connection ({describe(e)})", dead=True) from None
-    except httpx.TimeoutException as e:
-        raise _AttemptFailed(f"replica {rep.id} was silent past its timeout ({describe(e)})",
-                             timeout=True) from None
-    except httpx.HTTPError as e:
-        raise _AttemptFailed(f"replica {rep.id} failed the call ({describe(e)})") from None
+
+
+async def _send(rep: LiveReplica, call: Call, content: bytes) -> Upstream:
+    url = rep.handle.base_url.rstrip("/") + call.path
+    try:
+        try:
+            response = await rep.client.post(url, data=content, headers=JSON_HEADERS)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
+            if isinstance(e, aiohttp.ClientConnectorError):
+                raise
+            # Closed before any answer: most likely a kept-alive connection the replica closed
+            # as we sent. Once more, on another connection; a dead replica then refuses it.
+            response = await rep.client.post(url, data=content, headers=JSON_HEADERS)
+    except aiohttp.ClientError as e:
+        raise _failed(rep, e) from None
+    try:
+        if response.status >= 500:
+            text = (await response.read()).decode("utf-8", "replace")
+            raise _AttemptFailed(f"replica {rep.id} answered HTTP {response.status}: "
+                                 f"{' '.join(text.split())[:EXCERPT]}")
+        media = response.headers.get("content-type")
+        if not call.stream or response.status >= 400:
+            body = await response.read()
+            response.release()
+            return Upstream(rep, response.status, media, response, body, None)
+        first = await response.content.readany()
+        return Upstream(rep, response.status, media, response, first, _rest(rep, response))
+    except aiohttp.ClientError as e:
+        response.close()
+        raise _failed(rep, e) from None
+    except BaseException:
+        response.close()
+        raise
 
 
 async def open_call(fleet: Fleet, pool: ModelPool, call: Call, deploy: Deploy) -> Upstream:

@@ -28,7 +28,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import httpx
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
@@ -42,7 +41,7 @@ from cato_live.call_spec import parse_call
 from cato_live.deploy import Deploy
 from cato_live.dispatch import Call, LiveReplica
 from cato_live.fleet import Fleet
-from cato_live.forward import Upstream, describe, open_call
+from cato_live.forward import StreamBroken, Upstream, describe, open_call
 from cato_live.provisioners.base import Provisioner
 from cato_live.provisioners.registry import make_provisioner
 from cato_live.records import CallRecord
@@ -152,8 +151,7 @@ class Gateway:
             self.end_call(call, None, "failed", describe(e))
             raise
         headers = {H.REPLICA: up.replica.id, H.PRIORITY: str(call.r.priority), H.TASK_ID: call.record.task_id}
-        media = up.response.headers.get("content-type")
-        status = up.response.status_code
+        media, status = up.content_type, up.status
         if up.rest is None:
             self.end_call(call, up.replica, "ok" if status < 400 else "rejected",
                           None if status < 400 else up.first.decode("utf-8", "replace")[:200])
@@ -168,10 +166,9 @@ class Gateway:
             async for chunk in up.rest:
                 yield chunk
             status, error = "ok", None
-        except httpx.HTTPError as e:
-            status = "timeout" if isinstance(e, httpx.TimeoutException) else "failed"
-            error = f"replica {up.replica.id} failed mid-stream ({describe(e)})"
-            yield ApiError(504 if status == "timeout" else 502, error, "upstream_error").sse()
+        except StreamBroken as e:
+            status, error = ("timeout" if e.timeout else "failed"), e.reason
+            yield (ApiError(504, error, "timeout_error") if e.timeout else ApiError(502, error, "upstream_error")).sse()
         finally:
             self.end_call(call, up.replica, status, error)
             with anyio.CancelScope(shield=True):  # the client may be gone: close regardless

@@ -17,12 +17,11 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cato_core.task_plan import NodePlan
 from cato_live.api_error import ApiError
-from cato_live.forward import describe, open_call
+from cato_live.forward import StreamBroken, open_call
 from cato_live.records import CallRecord
 
 if TYPE_CHECKING:
@@ -153,7 +152,7 @@ async def _llm_node(gw: Gateway, n: NodePlan, model: str, task_id: str, task_typ
         raise
     status, error = "cancelled", "the task was cancelled"
     try:
-        if up.response.status_code >= 400:
+        if up.status >= 400:
             status, error = "rejected", up.first.decode("utf-8", "replace")[:200]
             raise ApiError(502, f"node {n.name}: replica {up.replica.id} rejected the call: {error}",
                            "upstream_error")
@@ -173,9 +172,10 @@ async def _llm_node(gw: Gateway, n: NodePlan, model: str, task_id: str, task_typ
             usage = event.get("usage") or usage
         status, error = "ok", None
         return {"text": "".join(text), "usage": usage}
-    except httpx.HTTPError as e:
-        status, error = "failed", f"replica {up.replica.id} failed mid-stream ({describe(e)})"
-        raise ApiError(502, f"node {n.name}: {error}", "upstream_error") from None
+    except StreamBroken as e:
+        status, error = ("timeout" if e.timeout else "failed"), e.reason
+        raise (ApiError(504, f"node {n.name}: {error}", "timeout_error") if e.timeout
+               else ApiError(502, f"node {n.name}: {error}", "upstream_error")) from None
     except ApiError as e:
         if status == "cancelled":
             status, error = "failed", e.message

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import threading
 import time
 from contextlib import ExitStack, contextmanager
 
@@ -355,7 +357,7 @@ def test_silent_replica_times_out_and_the_call_moves_on():
         late = httpx.post(url + "/v1/completions", json=completion(), headers={"X-CATO-Deadline-Ms": "100"})
     status, kind, message = error_of(late)
     assert (status, kind) == (504, "timeout_error")
-    assert message.startswith("replica tiny-1 was silent past its timeout (ReadTimeout")
+    assert message.startswith("replica tiny-1 was silent past its timeout (SocketTimeoutError")
 
 
 def test_refused_replica_is_taken_out_and_calls_go_to_the_other():
@@ -391,6 +393,100 @@ def test_only_replica_dead_is_a_503():
     assert health.status_code == 503 and health.json()["models"] == {"tiny": {"ready": 0, "starting": 0}}
 
 
+class RawReplica:
+    """A keep-alive HTTP/1.1 replica on raw asyncio sockets that can close a connection after
+    reading a request, unanswered, as a replica closing an idle connection does at that
+    moment. Counts its connections and notes which one each completion came on."""
+
+    def __init__(self, drop_posts: int = 0):
+        self.drop_posts, self.connections, self.post_connections = drop_posts, 0, []
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        conn = self.connections
+        self._writers.add(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                body = await reader.readexactly(int(length.group(1)) if length else 0)
+                if head.startswith(b"POST"):
+                    self.post_connections.append(conn)
+                    if len(self.post_connections) <= self.drop_posts:
+                        return
+                    n = json.loads(body)["max_tokens"]
+                    payload = {"choices": [{"index": 0, "text": "t " * n}],
+                               "usage": {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": 8 + n}}
+                else:
+                    payload = {"object": "list", "data": [{"id": SERVED, "object": "model"}]}
+                data = json.dumps(payload).encode()
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                             b"content-length: %d\r\n\r\n%s" % (len(data), data))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _close(self, server: asyncio.Server) -> None:
+        server.close()
+        for w in list(self._writers):
+            w.close()
+        await asyncio.sleep(0)  # let the connection handlers see the close
+
+    @contextmanager
+    def running(self):
+        loop = asyncio.new_event_loop()
+        server = loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        finally:
+            asyncio.run_coroutine_threadsafe(self._close(server), loop).result(5)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+            loop.close()
+
+
+def test_a_connection_closed_before_any_answer_is_sent_again_once():
+    """The replica closes the connection on the first completion: the gateway sends it once
+    more on a new connection, within the same attempt, and the replica stays in routing."""
+    raw = RawReplica(drop_posts=1)
+    with raw.running() as replica, gateway([replica]) as (url, _):
+        r = httpx.post(url + "/v1/completions", json=completion(), headers={"X-CATO-SLA-Ms": "60000"})
+        nodes = httpx.get(url + "/v1/cato/nodes").json()["nodes"]
+        rows = httpx.get(url + "/v1/cato/replicas").json()["replicas"]
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 4
+    assert len(raw.post_connections) == 2 and raw.post_connections[0] != raw.post_connections[1]
+    assert nodes[0]["attempts"] == ["tiny-1"] and rows[0]["state"] == "ready"
+
+
+def test_a_replica_closing_every_connection_fails_the_call_after_two_sends():
+    raw = RawReplica(drop_posts=10)
+    with raw.running() as replica, gateway([replica]) as (url, _):
+        r = httpx.post(url + "/v1/completions", json=completion(), headers={"X-CATO-SLA-Ms": "60000"})
+    status, kind, message = error_of(r)
+    assert (status, kind) == (502, "upstream_error") and len(raw.post_connections) == 2
+    assert message.startswith("replica tiny-1 failed the call (ServerDisconnectedError")
+
+
+@pytest.mark.parametrize("keepalive_s, connections", [(60.0, [1, 1, 1]), (0.2, [1, 1, 2])])
+def test_idle_connections_are_not_reused_past_keepalive(keepalive_s, connections):
+    """Two calls back to back share a connection; after 0.4 s idle, a third gets a new one
+    only when the keep-alive limit is below 0.4 s. (The replica's connection numbers count
+    the provisioner's readiness check too: the calls' first is whichever came next.)"""
+    raw = RawReplica()
+    with raw.running() as replica, gateway([replica], model={"keepalive_s": keepalive_s}) as (url, _):
+        for pause in (0.0, 0.0, 0.4):
+            time.sleep(pause)
+            assert httpx.post(url + "/v1/completions", json=completion()).status_code == 200
+    first = raw.post_connections[0]
+    assert [c - first + 1 for c in raw.post_connections] == connections
+
+
 def test_stream_broken_after_bytes_ends_with_an_error_event():
     body = completion(8, 6, stream=True)
     with fakes("midstream") as reps, gateway([reps[0][0]]) as (url, _):
@@ -400,7 +496,7 @@ def test_stream_broken_after_bytes_ends_with_an_error_event():
     assert r.status_code == 200
     assert [e["choices"][0]["text"] for e in events[:2]] == ["t0 ", "t1 "]
     assert events[2]["error"]["type"] == "upstream_error" and events[2]["error"]["code"] == 502
-    assert events[2]["error"]["message"].startswith("replica tiny-1 failed mid-stream (RemoteProtocolError")
+    assert events[2]["error"]["message"].startswith("replica tiny-1 failed mid-stream (ClientPayloadError")
     assert events[3] == "[DONE]" and len(events) == 4
     assert nodes[0]["status"] == "failed"
 
