@@ -47,6 +47,7 @@ from cato_live.provisioners.registry import make_provisioner
 from cato_live.records import CallRecord
 from cato_live.task_runner import parse_task, run_task
 
+DONE_TAIL = 32  # bytes kept to see an OpenAI stream's closing "data: [DONE]"
 PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 
 
@@ -161,15 +162,20 @@ class Gateway:
     async def _relay(self, call: Call, up: Upstream):
         """Pass a stream through; a failure after the first chunk ends it with an error event."""
         status, error = "cancelled", "the client went away"
+        tail = up.first[-DONE_TAIL:]  # the stream's last bytes relayed
         try:
             yield up.first
             async for chunk in up.rest:
+                tail = (tail + chunk)[-DONE_TAIL:]
                 yield chunk
             status, error = "ok", None
         except StreamBroken as e:
             status, error = ("timeout" if e.timeout else "failed"), e.reason
             yield (ApiError(504, error, "timeout_error") if e.timeout else ApiError(502, error, "upstream_error")).sse()
         finally:
+            if status == "cancelled" and tail.rstrip().endswith(b"data: [DONE]"):
+                # The client had the whole answer and hung up before the replica's end of stream.
+                status, error = "ok", None
             self.end_call(call, up.replica, status, error)
             with anyio.CancelScope(shield=True):  # the client may be gone: close regardless
                 await up.aclose()

@@ -33,7 +33,8 @@ TIMER = 0.002  # uvloop's timers tick in whole milliseconds: a sleep may end tha
 # -- a stand-in replica -------------------------------------------------------------------------
 def fake_vllm(mode: str = "ok", served: str = SERVED, seen: list | None = None) -> Starlette:
     """Answers like vLLM (exact usage: prompt ids, max_tokens), or fails one way:
-    error500 (HTTP 500), hang (accepts, never answers), midstream (drops a stream after 2 chunks)."""
+    error500 (HTTP 500), hang (accepts, never answers), midstream (drops a stream after 2 chunks),
+    linger (holds a stream open for 2 s after its [DONE])."""
     seen = seen if seen is not None else []
 
     async def models(request: Request) -> Response:
@@ -64,6 +65,8 @@ def fake_vllm(mode: str = "ok", served: str = SERVED, seen: list | None = None) 
                 if (body.get("stream_options") or {}).get("include_usage"):
                     yield "data: " + json.dumps({"choices": [], "usage": usage}) + "\n\n"
                 yield "data: [DONE]\n\n"
+                if mode == "linger":
+                    await asyncio.sleep(2.0)
 
             return StreamingResponse(events(), media_type="text/event-stream")
         return JSONResponse({"id": "cmpl-fake", "object": "text_completion", "model": served,
@@ -256,6 +259,22 @@ def test_stream_passes_the_replicas_bytes_through():
     assert via.text == direct
     events = read_sse(via.text)
     assert events[-1] == "[DONE]" and events[-2]["usage"]["completion_tokens"] == 5
+
+
+@pytest.mark.parametrize("read_to, status", [("[DONE]", "ok"), ("t1 ", "cancelled")])
+def test_a_client_leaving_after_done_has_had_its_answer(read_to, status):
+    """The replica keeps the stream open past its [DONE]: a client that read the [DONE] and
+    left had the whole answer (ok); one that left before it did not (cancelled)."""
+    with fakes("linger") as reps, gateway([reps[0][0]]) as (url, _):
+        with httpx.stream("POST", url + "/v1/completions", json=completion(8, 3, stream=True)) as r:
+            for line in r.iter_lines():
+                if read_to in line:
+                    break
+        end = time.monotonic() + 1.5
+        while (node := httpx.get(url + "/v1/cato/nodes").json()["nodes"][0])["status"] == "running":
+            assert time.monotonic() < end, "the gateway never ended the call"
+            time.sleep(0.02)
+    assert (node["status"], node["error"]) == (status, None if status == "ok" else "the client went away")
 
 
 def test_chat_completions_are_routed_too():
