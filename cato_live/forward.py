@@ -6,7 +6,9 @@ call is routed again, to a replica it has not tried, while it has attempts left,
 deadline has not passed (unless DEPLOY's ``retry.past_deadline``), and its
 ``request_timeout_s`` has not run out; otherwise it ends with a 502 (or 504 after a
 timeout). Nothing has reached the client during an attempt: a non-streamed answer is read
-whole inside it, a streamed one up to its first chunk.
+whole inside it, a streamed one up to its first chunk. A connection closed before any
+answer (most often a kept-alive one the replica was closing as we sent) is tried once more,
+on a new connection, within the same attempt.
 
 The replica's client is aiohttp (see cato_live.replica_client). Nothing past this module
 sees it: a stream that breaks after its first chunk raises :class:`StreamBroken`.
