@@ -5,9 +5,12 @@ front of it. At each rate, after a warm-up, open-loop Poisson load of streamed c
 (token-ID prompts of 32 tokens, 8 output tokens) alternates in short rounds between going
 straight to vLLM and going through the gateway, so drift on this shared 2-core machine
 hits both alike. Prints p50/p99 TTFT and E2E of each, the gateway's added latency (p50 and
-p99 differences), the ratio gateway/direct, and the gateway's CPU time per request: on a
-machine this small the gateway, vLLM and the load generator share two cores, so once they
-saturate them the added latency is queueing for CPU, not the gateway's own path.
+p99 differences), the ratio gateway/direct, and the gateway's CPU time per request.
+
+Cores: with two or more, vLLM (its API server and engine) is pinned to core 0 and the
+gateway and the load generator to core 1, so the gateway never takes CPU from the replica
+it is measured against, as on a real host where the replica has its own accelerator and
+cores. With one core everything shares it.
 
     make vllm && python bench/gateway_overhead.py [--rates 50,100] [--seconds 10]
 
@@ -97,8 +100,12 @@ def main() -> None:
     args = ap.parse_args()
     python = os.environ.get("CATO_VLLM_PYTHON", str(ROOT / ".vllm-venv/bin/python"))
     model = os.environ.get("CATO_TINY_MODEL", str(ROOT / ".cache/tiny-model"))
-    with tempfile.TemporaryDirectory() as tmp, VllmServer(python, model, served_name=SERVED,
+    cores = sorted(os.sched_getaffinity(0))
+    replica_cores, gateway_cores = ({cores[0]}, {cores[1]}) if len(cores) > 1 else (set(cores), set(cores))
+    os.sched_setaffinity(0, replica_cores)  # vLLM and its engine process inherit this
+    with tempfile.TemporaryDirectory() as tmp, VllmServer(python, model, served_name=SERVED, cpu_core=cores[0],
                                                            log_path=Path(tmp) / "vllm.log") as vllm:
+        os.sched_setaffinity(0, gateway_cores)  # the gateway (a child) and this load generator
         vllm.wait_ready(timeout=300)
         port = free_port()
         deploy = {"host": "127.0.0.1", "port": port, "router": "cato", "scaler": "fixed",
@@ -118,8 +125,9 @@ def main() -> None:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.1)
-            print(f"vLLM {vllm.url}, gateway {gw}; {args.seconds:g} s per path and rate in "
-                  f"{args.rounds} alternating rounds; times in ms")
+            print(f"vLLM {vllm.url} on cores {sorted(replica_cores)}, gateway {gw} and load on cores "
+                  f"{sorted(gateway_cores)}; {args.seconds:g} s per path and rate in {args.rounds} alternating "
+                  f"rounds; times in ms")
             print(f"{'rate/s':>6} {'path':<8} {'n':>5} {'TTFT p50':>9} {'TTFT p99':>9} {'E2E p50':>8} {'E2E p99':>8}")
             task = {"X-CATO-Task": "completion"}
             for rate in (float(r) for r in args.rates.split(",")):
