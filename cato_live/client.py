@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import httpx
 
+from cato_live.error_text import describe, error_message, excerpt
 from cato_live.headers import PRIORITY as PRIORITY_HEADER
 from cato_live.headers import REPLICA as REPLICA_HEADER
 
-EXCERPT_CHARS = 200
 TIMEOUT_STATUSES = (408, 504)
 
 
@@ -46,37 +46,12 @@ class StreamResult:
     priority: int | None  # X-CATO-Priority of the response
 
 
-def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
-    """One line of at most ``limit`` characters."""
-    one = " ".join(text.split())
-    return one if len(one) <= limit else one[: limit - 3] + "..."
-
-
-def error_message(text: str) -> str:
-    """The message of an OpenAI-style error body (``{"error": {"message": ...}}``, or vLLM's
-    ``{"object": "error", "message": ...}``), else the text itself, as one short line."""
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return excerpt(text)
-    err = body.get("error", body) if isinstance(body, dict) else None
-    if isinstance(err, dict) and isinstance(err.get("message"), str):
-        return excerpt(err["message"])
-    return excerpt(err if isinstance(err, str) else text)
-
-
 def _int_header(headers: httpx.Headers, name: str) -> int | None:
     raw = headers.get(name)
     try:
         return int(raw) if raw is not None else None
     except ValueError:
         return None
-
-
-def describe_error(e: BaseException) -> str:
-    """A one-line reason for a transport error (httpx messages can be empty)."""
-    text = excerpt(str(e))
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 async def stream_completion(
@@ -128,7 +103,7 @@ async def stream_completion(
     except TimeoutError:
         raise RequestFailed("timeout", f"no complete response within {timeout_s:g} s", replica, priority, first) from None
     except httpx.HTTPError as e:
-        raise RequestFailed("failed", describe_error(e), replica, priority, first) from None
+        raise RequestFailed("failed", describe(e), replica, priority, first) from None
     end = clock()
     return StreamResult(
         first, end,

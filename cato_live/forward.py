@@ -26,10 +26,10 @@ import aiohttp
 from cato_live.api_error import ApiError
 from cato_live.deploy import Deploy
 from cato_live.dispatch import Call, LiveReplica, ModelPool
+from cato_live.error_text import describe, excerpt
 from cato_live.fleet import Fleet
 
 JSON_HEADERS = {"content-type": "application/json"}
-EXCERPT = 200
 
 
 class StreamBroken(Exception):
@@ -63,11 +63,6 @@ class _AttemptFailed(Exception):
     def __init__(self, reason: str, timeout: bool = False, dead: bool = False):
         super().__init__(reason)
         self.reason, self.timeout, self.dead = reason, timeout, dead
-
-
-def describe(e: BaseException) -> str:
-    text = " ".join(str(e).split())[:EXCERPT]
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _failed(rep: LiveReplica, e: aiohttp.ClientError) -> _AttemptFailed:
@@ -135,7 +130,7 @@ async def _send(rep: LiveReplica, call: Call, content: bytes) -> Upstream:
         if response.status >= 500:
             text = (await response.read()).decode("utf-8", "replace")
             raise _AttemptFailed(f"replica {rep.id} answered HTTP {response.status}: "
-                                 f"{' '.join(text.split())[:EXCERPT]}")
+                                 f"{excerpt(text)}")
         media = response.headers.get("content-type")
         if not call.stream or response.status >= 400:
             body = await response.read()

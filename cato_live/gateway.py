@@ -41,7 +41,8 @@ from cato_live.call_spec import parse_call
 from cato_live.deploy import Deploy
 from cato_live.dispatch import Call, LiveReplica
 from cato_live.fleet import Fleet
-from cato_live.forward import StreamBroken, Upstream, describe, open_call
+from cato_live.error_text import describe, excerpt
+from cato_live.forward import StreamBroken, Upstream, open_call
 from cato_live.provisioners.base import Provisioner
 from cato_live.provisioners.registry import make_provisioner
 from cato_live.records import CallRecord
@@ -155,7 +156,7 @@ class Gateway:
         media, status = up.content_type, up.status
         if up.rest is None:
             self.end_call(call, up.replica, "ok" if status < 400 else "rejected",
-                          None if status < 400 else up.first.decode("utf-8", "replace")[:200])
+                          None if status < 400 else excerpt(up.first.decode("utf-8", "replace")))
             return Response(up.first, status, headers, media)
         return StreamingResponse(self._relay(call, up), status, headers, media)
 

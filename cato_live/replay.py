@@ -43,7 +43,8 @@ from cato_core.provenance import versions
 from cato_core.results import NODES, REPLICAS, TASKS, TableWriter
 from cato_core.task_plan import TaskPlan, compile_plans
 from cato_core.tasks import TaskType
-from cato_live.client import RequestFailed, describe_error, stream_completion
+from cato_live.client import RequestFailed, stream_completion
+from cato_live.error_text import describe
 from cato_live.headers import request_headers
 
 MIN_TOKEN_ID = 10  # prompts avoid the lowest IDs, where tokenizers keep special tokens
@@ -317,7 +318,7 @@ class Replayer:
             self._end_task(task, self.now(), "cancelled", "replay stopped before the task finished")
             raise
         except Exception as e:  # a bug must not lose the task
-            self._end_task(task, self.now(), "failed", f"replayer error: {describe_error(e)}")
+            self._end_task(task, self.now(), "failed", f"replayer error: {describe(e)}")
         finally:
             for r in runs:
                 r.cancel()

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cato_core.task_plan import NodePlan
 from cato_live.api_error import ApiError
+from cato_live.error_text import excerpt
 from cato_live.forward import StreamBroken, open_call
 from cato_live.records import CallRecord
 
@@ -153,7 +154,7 @@ async def _llm_node(gw: Gateway, n: NodePlan, model: str, task_id: str, task_typ
     status, error = "cancelled", "the task was cancelled"
     try:
         if up.status >= 400:
-            status, error = "rejected", up.first.decode("utf-8", "replace")[:200]
+            status, error = "rejected", excerpt(up.first.decode("utf-8", "replace"))
             raise ApiError(502, f"node {n.name}: replica {up.replica.id} rejected the call: {error}",
                            "upstream_error")
         text, usage = [], None
@@ -165,7 +166,7 @@ async def _llm_node(gw: Gateway, n: NodePlan, model: str, task_id: str, task_typ
                 continue
             event = json.loads(line[5:])
             if "error" in event:
-                raise ApiError(502, f"node {n.name}: stream error {json.dumps(event['error'])[:200]}",
+                raise ApiError(502, f"node {n.name}: stream error {excerpt(json.dumps(event['error']))}",
                                "upstream_error")
             for choice in event.get("choices") or ():
                 text.append(choice.get("text") or "")

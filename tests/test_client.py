@@ -15,7 +15,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from cato_live.background import serve_in_thread
-from cato_live.client import RequestFailed, error_message, stream_completion
+from cato_live.client import RequestFailed, stream_completion
+from cato_live.error_text import error_message
 
 
 def sse(*events) -> StreamingResponse:

@@ -46,6 +46,10 @@ class ProcessModel(BaseModel):
     max_model_len: int = Field(default=2048, ge=16)
     env: dict[str, str] = Field(default_factory=dict)
 
+    def vllm_args(self, max_concurrency: int) -> list[str]:
+        """``args``, with vLLM's --max-num-seqs set to the gateway's slots unless given."""
+        return self.args if "--max-num-seqs" in self.args else [*self.args, "--max-num-seqs", str(max_concurrency)]
+
 
 class ProcessConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -84,9 +88,7 @@ class ProcessProvisioner:
 
     def _server(self, model: str, replica_id: str, devices: list[int]) -> VllmServer:
         c, spec, m = self.config, self.deploy.models[model], self.config.models[model]
-        args = list(m.args)
-        if "--max-num-seqs" not in args:
-            args += ["--max-num-seqs", str(spec.max_concurrency)]
+        args = m.vllm_args(spec.max_concurrency)
         env = {**c.env, **m.env, DEVICE_ENV[c.device]: ",".join(map(str, devices))}
         log = self.log_dir / f"{replica_id}.log" if self.log_dir else None
         return VllmServer(self.python, self.paths[model], None, self.deploy.served_name(model),

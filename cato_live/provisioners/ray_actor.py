@@ -122,9 +122,7 @@ class RayProvisioner:
                 raise RuntimeError(f"no free CPU core for {replica_id} (cores {c.cpu_cores})")
             self._cores[replica_id] = free[0]
             env["VLLM_CPU_OMP_THREADS_BIND"] = str(free[0])
-        args = list(m.args)
-        if "--max-num-seqs" not in args:
-            args += ["--max-num-seqs", str(spec.max_concurrency)]
+        args = m.vllm_args(spec.max_concurrency)
         kwargs = {"python": self.python, "model_dir": self.paths[model], "served_name": self.deploy.served_name(model),
                   "extra_args": args, "env": env, "max_model_len": m.max_model_len,
                   "priority_scheduling": spec.priority_scheduling}

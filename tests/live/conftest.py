@@ -151,7 +151,7 @@ def vllm_server(vllm_python, tiny_model_dir, tmp_path_factory):
     server.start()
     try:
         try:
-            ready = server.wait_ready(timeout=timeout)
+            server.wait_ready(timeout=timeout)
         except VllmServerError as exc:
             pytest.fail(str(exc), pytrace=False)
         # Warm-up: the first request after start-up is slow (65-120 ms vs about 40 ms).
