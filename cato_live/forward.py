@@ -115,15 +115,21 @@ async def _attempt(rep: LiveReplica, call: Call, content: bytes, remaining: floa
 
 async def _send(rep: LiveReplica, call: Call, content: bytes) -> Upstream:
     url = rep.handle.base_url.rstrip("/") + call.path
+
+    async def post() -> aiohttp.ClientResponse:
+        if rep.client.closed:  # another call found the replica dead and it was taken out
+            raise _AttemptFailed(f"replica {rep.id} was taken out of routing ({rep.failed or 'released'})")
+        return await rep.client.post(url, data=content, headers=JSON_HEADERS)
+
     try:
         try:
-            response = await rep.client.post(url, data=content, headers=JSON_HEADERS)
+            response = await post()
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
             if isinstance(e, aiohttp.ClientConnectorError):
                 raise
             # Closed before any answer: most likely a kept-alive connection the replica closed
             # as we sent. Once more, on another connection; a dead replica then refuses it.
-            response = await rep.client.post(url, data=content, headers=JSON_HEADERS)
+            response = await post()
     except aiohttp.ClientError as e:
         raise _failed(rep, e) from None
     try:

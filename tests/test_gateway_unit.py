@@ -492,6 +492,36 @@ def test_a_replica_closing_every_connection_fails_the_call_after_two_sends():
     assert message.startswith("replica tiny-1 failed the call (ServerDisconnectedError")
 
 
+def test_a_call_on_its_way_to_a_replica_taken_out_fails_its_attempt_not_the_gateway():
+    """Calls in flight on a replica that died: the first to find it dead takes it out of
+    routing, which closes its HTTP session; the others must fail their attempt (and be
+    retried elsewhere), not raise out of the gateway as a 500."""
+    from cato_core.profile import DeviceProfile
+    from cato_core.replica import ReplicaState
+    from cato_live.dispatch import Call, LiveReplica
+    from cato_live.forward import _AttemptFailed, _attempt
+    from cato_live.provisioners.base import ReplicaHandle
+    from cato_live.replica_client import replica_session
+
+    d = parse_deploy(deploy_tree(["http://127.0.0.1:9"]), "test.yaml")
+
+    async def go():
+        rep = LiveReplica(ReplicaState("tiny-1", "tiny", DeviceProfile(**ROUND), 4))
+        rep.handle = ReplicaHandle("tiny-1", "tiny", SERVED, "http://127.0.0.1:9")
+        rep.client = replica_session(d.models["tiny"])
+        rep.failed = "replica tiny-1 refused the connection (ClientConnectorError)"
+        await rep.client.close()
+        call = Call(None, {}, "/v1/completions", False, None, give_up_s=10.0)
+        with pytest.raises(_AttemptFailed) as info:
+            await _attempt(rep, call, b"{}", 5.0)
+        return info.value
+
+    e = asyncio.run(go())
+    assert (e.reason, e.timeout, e.dead) == (
+        "replica tiny-1 was taken out of routing (replica tiny-1 refused the connection (ClientConnectorError))",
+        False, False)
+
+
 @pytest.mark.parametrize("keepalive_s, connections", [(60.0, [1, 1, 1]), (0.2, [1, 1, 2])])
 def test_idle_connections_are_not_reused_past_keepalive(keepalive_s, connections):
     """Two calls back to back share a connection; after 0.4 s idle, a third gets a new one
