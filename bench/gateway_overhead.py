@@ -36,7 +36,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cato_live.vllm_process import VllmServer, free_port  # noqa: E402
+from cato_live.provisioners.vllm_process import VllmServer, free_port  # noqa: E402
 
 SERVED = "cato-tiny"
 

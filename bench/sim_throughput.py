@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cato_core.trace import read_trace
+from cato_traces.files import read_trace
 from cato_sim.experiment import parse_experiment
 from cato_sim.simulation import Simulation
 

@@ -19,7 +19,7 @@ C   context tokens (prompt + generated) held by the decoding sequences: decode a
 In a run of decode-only steps the batch size n, hence the linear part max(floor, a + b*n),
 is constant; only the context grows (by n a step), so run times stay closed-form.
 
-Profiles are data files (cato_core/profiles/*.yaml) that say where their numbers come from.
+Profiles are data files (cato_profiles/*.yaml) that say where their numbers come from.
 """
 
 from __future__ import annotations
@@ -111,13 +111,13 @@ class DeviceProfile(BaseModel):
 
 
 def load_profile(ref: str | Path) -> DeviceProfile:
-    """Load a profile by file path, or by the name of one shipped in cato_core/profiles."""
+    """Load a profile by file path, or by the name of one shipped in cato_profiles."""
     path = Path(ref)
     if not path.suffix:
-        shipped = resources.files("cato_core") / "profiles" / f"{ref}.yaml"
+        shipped = resources.files("cato_profiles") / f"{ref}.yaml"
         if not shipped.is_file():
             raise InputError(str(ref), "profile", f"a profile file or one of {shipped_profiles()}")
-        text, source = shipped.read_text(), f"cato_core/profiles/{ref}.yaml"
+        text, source = shipped.read_text(), f"cato_profiles/{ref}.yaml"
     else:
         if not path.is_file():
             raise InputError(str(path), "profile", "an existing profile YAML file")
@@ -133,5 +133,5 @@ def load_profile(ref: str | Path) -> DeviceProfile:
 
 
 def shipped_profiles() -> list[str]:
-    folder = resources.files("cato_core") / "profiles"
+    folder = resources.files("cato_profiles")
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))

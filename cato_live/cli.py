@@ -50,12 +50,12 @@ def serve(
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         raise typer.Exit(2) from None
-    from cato_live.serve import run
+    from cato_live.gateway.serve import run
 
     raise typer.Exit(run(d, provisioner, log_level, access_log))
 
 
-from cato_live.replay_cli import replay  # noqa: E402  (`cato-live replay`, see cato_live/replay_cli.py)
+from cato_live.replay.cli import replay  # noqa: E402  (`cato-live replay`, see cato_live/replay/cli.py)
 
 app.command()(replay)
 

@@ -34,8 +34,8 @@ def run(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="override: key.sub=value")] = None,
 ) -> None:
     """Simulate every set-up of EXPERIMENT on one trace; write tables, summary and plots."""
-    from cato_core.plots import plot_comparison
-    from cato_core.table import summary_table
+    from cato_report.plots import plot_comparison
+    from cato_report.table import summary_table
     from cato_sim.experiment import load_experiment
     from cato_sim.runner import run_experiment
 
@@ -69,7 +69,7 @@ def sweep(
     """
     from rich.table import Table
 
-    from cato_core.sweep_plots import goodput_table, plot_sweep
+    from cato_report.sweep_plots import goodput_table, plot_sweep
     from cato_sim.experiment import load_experiment
     from cato_sim.sweep import collect, parse_list, parse_rates, run_sweep
 
@@ -139,7 +139,7 @@ def trace_generate(
     with_prompt: Annotated[bool, typer.Option(help="add prompt text (lengths=prompts)")] = False,
 ) -> None:
     """Write a seeded Poisson trace of coding tasks."""
-    from cato_sim.trace_gen import generate_trace, save_trace
+    from cato_traces.generate import generate_trace, save_trace
 
     weights = {}
     for part in filter(None, mix.split(",")):
@@ -166,9 +166,9 @@ def trace_import(
     mix: Annotated[Optional[str], typer.Option(help="type weights for --mapping mix, e.g. completion=1,generation=2")] = None,
     limit: Annotated[Optional[int], typer.Option(help="keep the first N requests")] = None,
 ) -> None:
-    """Convert a public request trace to a trace of coding tasks (cato_sim.importers)."""
-    from cato_core.trace import write_trace
-    from cato_sim.importers import import_trace, parse_mix, summary
+    """Convert a public request trace to a trace of coding tasks (cato_traces.importers)."""
+    from cato_traces.files import write_trace
+    from cato_traces.importers import import_trace, parse_mix, summary
 
     df = import_trace(kind, file, seed=seed, time_scale=time_scale, mapping=mapping,
                       mix=parse_mix(mix) if mix is not None else None, limit=limit)
@@ -188,7 +188,7 @@ def profile_fit(
     cold_start_s: Annotated[float, typer.Option()] = 20.0,
 ) -> None:
     """Fit a device profile from operator timings (linear part) plus modelled attention."""
-    from cato_core import profile_fit as pf
+    from cato_profiles import fit as pf
 
     if arch not in pf.MODELS:
         raise InputError("--arch", arch, f"one of {sorted(pf.MODELS)}")
@@ -205,10 +205,10 @@ def profile_fit(
 @exits_on_input_error
 def profile_build_shipped(
     data_dir: Annotated[Path, typer.Option()] = Path(__file__).parents[1] / "data",
-    out_dir: Annotated[Path, typer.Option()] = Path(__file__).parents[1] / "cato_core" / "profiles",
+    out_dir: Annotated[Path, typer.Option()] = Path(__file__).parents[1] / "cato_profiles",
 ) -> None:
     """Regenerate the shipped profiles from the copied Vidur data."""
-    from cato_core.profile_fit import build_shipped_profiles
+    from cato_profiles.fit import build_shipped_profiles
 
     for p in build_shipped_profiles(data_dir, out_dir):
         typer.echo(p)

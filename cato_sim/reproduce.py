@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cato_core.sweep_plots import runs, t975
+from cato_report.sweep_plots import runs, t975
 
 PAPER_RATES = [0.67, 1.33, 2.0, 2.67, 3.33]  # PAPER.md: Poisson arrivals at 0.67 to 3.33 tasks/s
 # The paper does not give its SLAs. Each paper experiment runs with our default (3x each
@@ -211,14 +211,14 @@ def write_report(out: Path, report: Path) -> Path:
 ASSUMPTIONS = """\
 - Device profiles: the paper ran CodeLlama-7B and StarCoder2-7B on Ascend 910B4 NPUs; no
   public step timings exist for them. Ours are estimates scaled from Vidur's measured A100
-  operator timings (cato_core/profiles/README.md), attention modelled from first principles.
+  operator timings (cato_profiles/README.md), attention modelled from first principles.
   Absolute latencies and the load at which each policy saturates follow from them.
 - SLAs: 3x each task's isolated baseline on its critical metric (cato_core/tasks.py); the
   paper does not publish its SLA values.
 - Task graphs and tool times: completion = retrieve (50 ms) -> LLM; translation = LLM ->
   validate (0.5 s); generation and summarization a single LLM call (cato_core/tasks.py).
 - Token lengths: measured distributions of the prompt sets named in data/README.md
-  (cato_sim/trace_gen.py); 60 s of Poisson arrivals per run, as the paper's 100-200 tasks.
+  (cato_traces/generate.py); 60 s of Poisson arrivals per run, as the paper's 100-200 tasks.
 - Model placement: generation/completion on CodeLlama-7B, translation/summarization on
   StarCoder2-7B (experiments/*.yaml).
 - Engines: vLLM-like, 16 sequences each, chunked prefill, 2,048 batched tokens, the whole

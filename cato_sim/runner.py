@@ -15,13 +15,13 @@ from pathlib import Path
 import pandas as pd
 
 from cato_core.errors import InputError
-from cato_core.metrics import summarize
+from cato_report.summary import summarize
 from cato_core.profile import load_profile
 from cato_core.provenance import versions
-from cato_core.trace import read_trace, write_trace
+from cato_traces.files import read_trace, write_trace
 from cato_sim.experiment import Experiment, Setup
 from cato_sim.simulation import Simulation
-from cato_sim.trace_gen import generate_trace
+from cato_traces.generate import generate_trace
 
 VERSIONED = ("cato", "simpy", "numpy", "pandas", "pyarrow", "pydantic")
 

@@ -24,7 +24,7 @@ DIR/
                                       (runner.run_setup), or failure.json when it failed
   sweep.parquet                       one row per successful run and task type (``COLUMNS``)
   failures.json                       the failed runs (an empty list when none failed)
-  plots/*.png                         cato_core.sweep_plots
+  plots/*.png                         cato_report.sweep_plots
 
 ``collect(DIR)`` rebuilds sweep.parquet and failures.json from DIR alone.
 """
@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from cato_core.errors import InputError
-from cato_core.metrics import PERCENTILES
+from cato_report.summary import PERCENTILES
 from cato_sim.experiment import Experiment, Setup
 
 BUILTIN_POLICIES: dict[str, dict] = {

@@ -102,7 +102,7 @@ def test_console_script_runs_as_a_process(tmp_path):
 
 
 def test_trace_generate_writes_a_readable_trace(tmp_path):
-    from cato_core.trace import read_trace
+    from cato_traces.files import read_trace
 
     out = tmp_path / "t.parquet"
     res = invoke("trace", "generate", "--out", out, "--rate", 2, "--num-tasks", 50, "--seed", 3,

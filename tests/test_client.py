@@ -1,4 +1,4 @@
-"""The replayer's client (`cato_live.client.stream_completion`) against a real local HTTP
+"""The replayer's client (`cato_live.replay.client.stream_completion`) against a real local HTTP
 server: how each way a server can fail becomes a status and a one-line reason."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from cato_live.background import serve_in_thread
-from cato_live.client import RequestFailed, stream_completion
+from cato_live.replay.client import RequestFailed, stream_completion
 from cato_live.error_text import error_message
 
 

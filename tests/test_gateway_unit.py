@@ -17,11 +17,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from cato_live.api_error import ApiError
+from cato_live.gateway.api_error import ApiError
 from cato_live.background import serve_in_thread
-from cato_live.call_spec import parse_call, prompt_tokens
+from cato_live.gateway.call_spec import parse_call, prompt_tokens
 from cato_live.deploy import parse_deploy
-from cato_live.gateway import create_app
+from cato_live.gateway.app import create_app
 from cato_core.task_plan import compile_plans
 
 ROUND = {"name": "round", "model": "m", "device": "d", "overhead_s": 0.01, "per_token_s": 0.001,
@@ -498,10 +498,10 @@ def test_a_call_on_its_way_to_a_replica_taken_out_fails_its_attempt_not_the_gate
     retried elsewhere), not raise out of the gateway as a 500."""
     from cato_core.profile import DeviceProfile
     from cato_core.replica import ReplicaState
-    from cato_live.dispatch import Call, LiveReplica
-    from cato_live.forward import _AttemptFailed, _attempt
+    from cato_live.gateway.dispatch import Call, LiveReplica
+    from cato_live.gateway.forward import _AttemptFailed, _attempt
     from cato_live.provisioners.base import ReplicaHandle
-    from cato_live.replica_client import replica_session
+    from cato_live.gateway.replica_client import replica_session
 
     d = parse_deploy(deploy_tree(["http://127.0.0.1:9"]), "test.yaml")
 
@@ -628,8 +628,8 @@ def test_scaler_releases_an_idle_replica_after_draining_it():
 
 
 def test_a_replica_that_never_serves_fails_startup_with_one_line():
-    from cato_live.fleet import StartupError
-    from cato_live.gateway import Gateway
+    from cato_live.gateway.fleet import StartupError
+    from cato_live.gateway.app import Gateway
     from cato_live.provisioners.registry import make_provisioner
 
     d = parse_deploy(deploy_tree(["http://127.0.0.1:9"]), "test.yaml")

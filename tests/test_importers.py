@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from cato_core.errors import InputError
-from cato_core.trace import read_trace
+from cato_traces.files import read_trace
 from cato_sim.cli import app
-from cato_sim.importers import RULES, classify_lengths, import_trace, parse_mix
-from cato_sim.trace_gen import TASK_TYPES
+from cato_traces.importers import RULES, classify_lengths, import_trace, parse_mix
+from cato_traces.generate import TASK_TYPES
 from tests.conftest import ROOT
 
 AZURE_CODE = ROOT / "data/traces/azure_llm_2023/AzureLLMInferenceTrace_code.csv"

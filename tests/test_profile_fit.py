@@ -7,7 +7,7 @@ import yaml
 
 from cato_core.errors import InputError
 from cato_core.profile import load_profile, shipped_profiles
-from cato_core.profile_fit import (
+from cato_profiles.fit import (
     A100_80GB, ASCEND_910B4, CODELLAMA_7B, STARCODER2_7B, attention_coefficients,
     build_shipped_profiles, fit_floored_linear, fit_linear, fit_vidur_profile,
     kv_capacity_tokens, port_profile, read_vidur_mlp,
@@ -165,7 +165,7 @@ def test_cli_writes_loadable_profile_and_reports_bad_input(tmp_path, capsys):
 
 def test_regeneration_is_byte_identical(tmp_path):
     written = build_shipped_profiles(ROOT / "data", tmp_path)
-    shipped = ROOT / "cato_core/profiles"
+    shipped = ROOT / "cato_profiles"
     assert sorted(p.name for p in written) == sorted(p.name for p in shipped.glob("*.yaml"))
     for p in written:
         assert p.read_bytes() == (shipped / p.name).read_bytes(), p.name

@@ -14,15 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cato_core.metrics import summarize
+from cato_report.summary import summarize
 from cato_core.profile import load_profile
 from cato_core.tasks import default_task_types
-from cato_core.trace import write_trace
-from cato_live.replay import (MIN_TOKEN_ID, NodeRec, ReplayConfig, Replayer, _Task, busy_seconds, node_rows,
+from cato_traces.files import write_trace
+from cato_live.replay.replayer import (MIN_TOKEN_ID, NodeRec, ReplayConfig, Replayer, _Task, busy_seconds, node_rows,
                               prompt_ids, task_row, tool_durations)
 from cato_core.task_plan import TaskPlan
 from cato_live.headers import deadline_ms, request_headers
-from cato_live.vllm_process import free_port
+from cato_live.provisioners.vllm_process import free_port
 from cato_sim.experiment import parse_experiment
 from cato_sim.simulation import Simulation
 from tests.conftest import ROOT, round_profile

@@ -83,7 +83,7 @@ def test_every_task_once_and_time_runs_forward(tmp_path_factory, tasks, router, 
 
 
 def test_same_seed_gives_identical_results(tmp_path):
-    from cato_sim.trace_gen import generate_trace
+    from cato_traces.generate import generate_trace
 
     trace = generate_trace(rate=4, duration_s=30, mix={t: 1 for t in TYPES}, seed=5)
     outs = []
@@ -101,7 +101,7 @@ def test_same_seed_gives_identical_results(tmp_path):
 
 
 def test_two_simulations_side_by_side_do_not_share_state(tmp_path):
-    from cato_sim.trace_gen import generate_trace
+    from cato_traces.generate import generate_trace
 
     trace = generate_trace(rate=4, duration_s=20, mix={t: 1 for t in TYPES}, seed=2)
     exp = experiment("pow2", "cato", replicas=1)

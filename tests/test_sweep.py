@@ -16,7 +16,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from cato_core import sweep_plots as sp
+from cato_report import sweep_plots as sp
 from cato_core.errors import InputError
 from cato_sim.cli import app
 from cato_sim.experiment import Experiment, load_experiment
@@ -25,7 +25,7 @@ from cato_sim.sweep import (
     BUILTIN_POLICIES, COLUMNS, KEYS, WALL_COLUMNS, collect, jobs_of, plan_sweep, resolve_policies,
     run_dir, run_seed, run_sweep,
 )
-from cato_sim.trace_gen import generate_trace, save_trace
+from cato_traces.generate import generate_trace, save_trace
 
 RATES = [1.0, 3.0]
 POLICIES = ["cato", "round_robin"]

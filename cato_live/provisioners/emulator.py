@@ -1,4 +1,4 @@
-"""The ``emulator`` provisioner: each replica a ``python -m cato_sim.emulator`` subprocess.
+"""The ``emulator`` provisioner: each replica a ``python -m cato_emulator.server`` subprocess.
 
 DEPLOY.yaml::
 
@@ -19,7 +19,7 @@ child reads; ``max_concurrency`` becomes the emulator's ``--max-num-seqs`` and t
 name DEPLOY's ``served_model`` (default: the model key).
 
 For machines with no accelerator: the emulator is a vLLM-compatible server timed by the
-simulator's engine model and a device profile (see cato_sim/emulator.py). It runs as a
+simulator's engine model and a device profile (see cato_emulator/server.py). It runs as a
 child process, so cato_live never imports cato_sim. ``start`` picks a free port, spawns
 the process in its own session (its log in ``log_dir``) and returns once GET /v1/models
 lists the served name; the time that takes is the replica's real cold start (about a
@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from cato_core.errors import InputError
 from cato_core.profile import DeviceProfile
 from cato_live.provisioners.base import ReplicaHandle
-from cato_live.vllm_process import free_port
+from cato_live.provisioners.vllm_process import free_port
 
 
 class EmulatorStartError(RuntimeError):
@@ -86,7 +86,7 @@ class EmulatorSpec:
     extra_args: tuple[str, ...] = ()
 
     def command(self, python: str, host: str, port: int, served: str, profile_ref: str) -> list[str]:
-        cmd = [python, "-m", "cato_sim.emulator", "--profile", profile_ref, "--host", host, "--port", str(port),
+        cmd = [python, "-m", "cato_emulator.server", "--profile", profile_ref, "--host", host, "--port", str(port),
                "--served-model-name", served, "--max-num-seqs", str(self.max_num_seqs),
                "--max-num-batched-tokens", str(self.max_num_batched_tokens), "--time-scale", repr(self.time_scale)]
         if not self.chunked_prefill:
@@ -101,7 +101,7 @@ class EmulatorSpec:
 def _project_root() -> Path | None:
     """The folder holding cato_sim when running from a source tree (None if installed)."""
     root = Path(__file__).resolve().parents[2]
-    return root if (root / "cato_sim" / "emulator.py").is_file() else None
+    return root if (root / "cato_emulator" / "server.py").is_file() else None
 
 
 class EmulatorProvisioner:

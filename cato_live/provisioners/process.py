@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from cato_live.deploy import Deploy
 from cato_live.provisioners.base import ReplicaHandle
 from cato_live.provisioners.config import expand, provisioner_config
-from cato_live.vllm_process import VllmServer
+from cato_live.provisioners.vllm_process import VllmServer
 
 DEVICE_ENV = {"cuda": "CUDA_VISIBLE_DEVICES", "ascend": "ASCEND_RT_VISIBLE_DEVICES",
               "cpu": "VLLM_CPU_OMP_THREADS_BIND"}

@@ -63,7 +63,7 @@ class VllmActor:
     def start(self, ready_timeout_s: float) -> dict:
         import ray
 
-        from cato_live.vllm_process import VllmServer
+        from cato_live.provisioners.vllm_process import VllmServer
 
         node_ip = ray.util.get_node_ip_address()
         host = node_ip if self.host == "node_ip" else self.host

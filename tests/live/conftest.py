@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from cato_live.tiny_model import is_built  # noqa: E402  (stdlib-only at import time)
-from cato_live.vllm_process import VllmServer, VllmServerError, free_port  # noqa: E402
+from cato_live.provisioners.vllm_process import VllmServer, VllmServerError, free_port  # noqa: E402
 
 SERVED_NAME = "cato-tiny"
 

@@ -1,4 +1,4 @@
-"""The emulator (`python -m cato_sim.emulator`), started by EmulatorProvisioner as real
+"""The emulator (`python -m cato_emulator.server`), started by EmulatorProvisioner as real
 subprocesses: vLLM's API and formats, timings from the device profile, batching limits,
 priority order, errors. No vLLM needed.
 
@@ -193,7 +193,7 @@ def test_provisioner_stop_and_capacity(emulators, tmp_path):
 
 
 def test_emulator_bad_profile_one_line_exit_2(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "cato_sim.emulator", "--profile", str(tmp_path / "no.yaml"),
+    res = subprocess.run([sys.executable, "-m", "cato_emulator.server", "--profile", str(tmp_path / "no.yaml"),
                           "--port", "0"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
     assert res.stderr.strip() == f"error: {tmp_path / 'no.yaml'}: profile: an existing profile YAML file"

@@ -17,7 +17,7 @@ import pytest
 
 from cato_live.background import serve_in_thread
 from cato_live.deploy import parse_deploy
-from cato_live.gateway import create_app
+from cato_live.gateway.app import create_app
 from cato_live.provisioners.process import ProcessProvisioner
 from tests.test_gateway_unit import fake_vllm, read_sse
 
@@ -256,7 +256,7 @@ def test_failing_replica_beside_a_real_one_loses_no_call(replicas, mode):
 def test_replay_of_a_poisson_trace_through_the_gateway_for_each_router(replicas, router, tmp_path):
     """`cato-live replay` of all four task types, open loop, through the gateway over the two
     real replicas: every task once and ok, exact token counts, the gateway's replicas table."""
-    from cato_core.trace import write_trace
+    from cato_traces.files import write_trace
 
     from .test_replay_vllm import check_complete_run, poisson_trace, run_replay
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from cato_live.vllm_process import free_port
+from cato_live.provisioners.vllm_process import free_port
 from tests.test_gateway_unit import read_sse
 
 from .conftest import ROOT, SERVED_NAME

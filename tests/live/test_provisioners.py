@@ -14,7 +14,7 @@ import pytest
 
 from cato_live.background import serve_in_thread
 from cato_live.deploy import parse_deploy
-from cato_live.gateway import create_app
+from cato_live.gateway.app import create_app
 
 from .conftest import ROOT, SERVED_NAME
 from .test_gateway import TINY_CPU

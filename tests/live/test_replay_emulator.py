@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from cato_core.profile import load_profile
-from cato_core.trace import write_trace
+from cato_traces.files import write_trace
 
 from .test_emulator import PROFILE, Emulators
 from .test_replay_vllm import check_complete_run, poisson_trace, run_replay

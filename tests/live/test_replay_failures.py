@@ -21,7 +21,7 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
-from cato_core.trace import write_trace
+from cato_traces.files import write_trace
 from cato_live.background import serve_in_thread
 from cato_live.provisioners.emulator import EmulatorSpec
 from tests.test_gateway_unit import fake_vllm

@@ -1,4 +1,4 @@
-"""`cato-live replay --deploy DEPLOY.yaml`: the CATO gateway in-process (cato_live.gateway)
+"""`cato-live replay --deploy DEPLOY.yaml`: the CATO gateway in-process (cato_live.gateway.app)
 in front of two emulated replicas (EmulatorProvisioner): the replay's tables take replica,
 priority and routing times from the gateway, and replicas.parquet is the gateway's."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from cato_core.trace import write_trace
+from cato_traces.files import write_trace
 
 from .test_emulator import PROFILE
 from .test_replay_vllm import check_complete_run, load, poisson_trace, run_replay

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cato_core.metrics import summarize
+from cato_report.summary import summarize
 from cato_core.profile import load_profile
 from cato_core.tasks import default_task_types
-from cato_core.trace import write_trace
+from cato_traces.files import write_trace
 from cato_core.task_plan import TaskPlan
 
 from .conftest import ROOT, SERVED_NAME, get_text

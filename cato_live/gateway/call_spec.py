@@ -23,7 +23,7 @@ from typing import Any
 from cato_core.profile import DeviceProfile
 from cato_core.task_plan import NodePlan, TaskPlan
 from cato_live import headers as H
-from cato_live.api_error import ApiError
+from cato_live.gateway.api_error import ApiError
 from cato_live.deploy import Deploy
 
 CATO_FIELDS = ("task", "sla_ms", "deadline_ms", "task_id", "node")

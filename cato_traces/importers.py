@@ -1,4 +1,4 @@
-"""Import public LLM request traces into the trace schema (cato_core.trace).
+"""Import public LLM request traces into the trace schema (cato_traces.files).
 
 Formats, read as published:
 
@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from cato_core.errors import InputError
-from cato_sim.trace_gen import TASK_TYPES
+from cato_traces.generate import TASK_TYPES
 
 SRC = "import_trace"
 
@@ -186,7 +186,7 @@ def import_trace(
     mix: dict[str, float] | None = None,
     limit: int | None = None,
 ) -> pd.DataFrame:
-    """A trace (cato_core.trace schema) of the ``kind`` file at ``path``; see the module doc.
+    """A trace (cato_traces.files schema) of the ``kind`` file at ``path``; see the module doc.
 
     ``limit`` keeps the first n requests by arrival. ``attrs["dropped"]`` counts the rows
     dropped for a zero token count.

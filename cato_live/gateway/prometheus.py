@@ -18,7 +18,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 
 if TYPE_CHECKING:
-    from cato_live.dispatch import ModelPool
+    from cato_live.gateway.dispatch import ModelPool
 
 STATES = ("starting", "ready", "draining", "released", "failed")
 

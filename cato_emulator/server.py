@@ -1,6 +1,6 @@
 """A vLLM-compatible OpenAI server whose responses are timed by the simulator's engine model.
 
-    python -m cato_sim.emulator --profile codellama-7b_a100 --port 8001 [--host 127.0.0.1]
+    python -m cato_emulator.server --profile codellama-7b_a100 --port 8001 [--host 127.0.0.1]
         [--served-model-name NAME] [--max-num-seqs N] [--max-num-batched-tokens N]
         [--time-scale X] [--kv-capacity-tokens N] [--max-model-len N] [--no-chunked-prefill]
 

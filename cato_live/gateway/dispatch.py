@@ -18,13 +18,13 @@ from cato_core.replica import ReplicaState
 from cato_core.request import LLMRequest
 from cato_core.routers import Retry, Router
 from cato_core.scalers import Scaler
-from cato_live.api_error import ApiError
-from cato_live.records import CallRecord
+from cato_live.gateway.api_error import ApiError
+from cato_live.gateway.call_record import CallRecord
 
 if TYPE_CHECKING:
     import aiohttp
 
-    from cato_live.metrics import GatewayMetrics
+    from cato_live.gateway.prometheus import GatewayMetrics
     from cato_live.provisioners.base import ReplicaHandle
 
 

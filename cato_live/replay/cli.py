@@ -67,15 +67,15 @@ class DeployedGateway:
 
 @contextlib.asynccontextmanager
 async def deployed_gateway(deploy, provisioner, stopped: asyncio.Event):
-    """--deploy: the CATO gateway (cato_live.gateway) in this process, on a free port of
+    """--deploy: the CATO gateway (cato_live.gateway.app) in this process, on a free port of
     DEPLOY's host: replicas first (as `cato-live serve` does), then HTTP; stopped and its
     replicas released on exit. A set ``stopped`` (Ctrl-C) while replicas start, or a replica
     that does not start, raises GatewayNotStarted."""
     import uvicorn
 
-    from cato_live.fleet import StartupError
-    from cato_live.gateway import Gateway, create_app
-    from cato_live.vllm_process import free_port
+    from cato_live.gateway.fleet import StartupError
+    from cato_live.gateway.app import Gateway, create_app
+    from cato_live.provisioners.vllm_process import free_port
 
     class _Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -119,7 +119,7 @@ async def deployed_gateway(deploy, provisioner, stopped: asyncio.Event):
 
 @exits_on_input_error
 def replay(
-    trace: Annotated[Path, typer.Argument(help="trace parquet (cato_core.trace)")],
+    trace: Annotated[Path, typer.Argument(help="trace parquet (cato_traces.files)")],
     out: Annotated[Path, typer.Option(help="results folder: tasks/nodes/replicas.parquet, summary.json")],
     target: Annotated[Optional[str], typer.Option(help="base URL of vLLM, a CATO gateway or the emulator")] = None,
     deploy: Annotated[Optional[Path], typer.Option(help="DEPLOY.yaml: run the CATO gateway in-process")] = None,
@@ -143,10 +143,10 @@ def replay(
     from rich.console import Console
 
     from cato_core.profile import load_profile
-    from cato_core.table import summary_table
+    from cato_report.table import summary_table
     from cato_core.tasks import default_task_types
-    from cato_core.trace import read_trace
-    from cato_live.replay import MIN_TOKEN_ID, ReplayConfig, write_summary
+    from cato_traces.files import read_trace
+    from cato_live.replay.replayer import MIN_TOKEN_ID, ReplayConfig, write_summary
 
     if (target is None) == (deploy is None):
         raise InputError("replay", "--target/--deploy", "exactly one of them")
@@ -212,7 +212,7 @@ async def _replay(df, out, cfg, deploy, provisioner, args, console):
         TimeElapsedColumn,
     )
 
-    from cato_live.replay import Replayer
+    from cato_live.replay.replayer import Replayer
 
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()
@@ -264,7 +264,7 @@ async def _replay(df, out, cfg, deploy, provisioner, args, console):
 
 
 def main() -> None:
-    """Run `replay` alone (``python -m cato_live.replay_cli``); `cato-live replay` is the same command."""
+    """Run `replay` alone (``python -m cato_live.replay.cli``); `cato-live replay` is the same command."""
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(replay)
     app()

@@ -2,7 +2,7 @@
 
 On the gateway's hot path aiohttp costs about a third of httpx's CPU per streamed call
 (bench/gateway_overhead.py), and the gateway must stay a thin layer. Only this module and
-cato_live.forward see aiohttp.
+cato_live.gateway.forward see aiohttp.
 """
 
 from __future__ import annotations

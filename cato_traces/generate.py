@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from cato_core.errors import InputError
-from cato_core.trace import write_trace
+from cato_traces.files import write_trace
 
 SRC = "generate_trace"
 Z99 = 2.3263478740408408  # standard normal quantile at 0.99
@@ -155,18 +155,18 @@ def generate_trace(
     with_prompt: bool = False,
     data_dir: str | Path | None = None,
 ) -> pd.DataFrame:
-    """A trace (cato_core.trace schema) of Poisson arrivals at ``rate`` tasks/s.
+    """A trace (cato_traces.files schema) of Poisson arrivals at ``rate`` tasks/s.
 
     Give exactly one of ``duration_s`` (arrivals before it) or ``num_tasks``. Task types are
     drawn by the ``mix`` weights. ``lengths="measured"`` samples both token counts from
-    ``LENGTHS``; ``"prompts"`` samples a shipped prompt per task (cato_sim.prompts) and takes
+    ``LENGTHS``; ``"prompts"`` samples a shipped prompt per task (cato_traces.prompts) and takes
     its estimated tokens, outputs still from ``LENGTHS``; ``with_prompt`` adds its text.
     Every draw comes from one ``numpy.random.default_rng(seed)``.
     """
     _validate(rate, duration_s, num_tasks, mix, seed, lengths, with_prompt)
     pools = None
     if lengths == "prompts":
-        from cato_sim.prompts import load_pools  # reads files: only when asked
+        from cato_traces.prompts import load_pools  # reads files: only when asked
 
         pools = load_pools(data_dir)
     rng = np.random.default_rng(seed)
@@ -209,5 +209,5 @@ def generate_trace(
 
 
 def save_trace(df: pd.DataFrame, path: str | Path) -> None:
-    """Write ``df`` as a trace parquet (cato_core.trace.write_trace)."""
+    """Write ``df`` as a trace parquet (cato_traces.files.write_trace)."""
     write_trace(df, path)

@@ -3,7 +3,7 @@
 Open loop: task i starts at ``arrival_s * time_scale`` seconds after the replay starts,
 whatever happened to the tasks before it. A task walks its type's graph: a tool node is a
 sleep (lognormal around its median, seeded per task), an LLM node one streamed
-``/v1/completions`` request (cato_live.client) whose prompt is a list of seeded random token
+``/v1/completions`` request (cato_live.replay.client) whose prompt is a list of seeded random token
 IDs of exactly ``prompt_tokens`` length, with ``max_tokens = output_tokens`` and
 ``ignore_eos``. Each LLM request carries the task type, task id and the node's deadline
 (cato_live.headers); plain vLLM ignores these headers.
@@ -43,7 +43,7 @@ from cato_core.provenance import versions
 from cato_core.results import NODES, REPLICAS, TASKS, TableWriter
 from cato_core.task_plan import TaskPlan, compile_plans
 from cato_core.tasks import TaskType
-from cato_live.client import RequestFailed, stream_completion
+from cato_live.replay.client import RequestFailed, stream_completion
 from cato_live.error_text import describe
 from cato_live.headers import request_headers
 
@@ -461,7 +461,7 @@ def write_summary(out: Path, args: dict, cfg: ReplayConfig, result: ReplayResult
     of the tables just written (the same code as cato-sim's summaries)."""
     import json
 
-    from cato_core.metrics import summarize
+    from cato_report.summary import summarize
 
     tasks = pd.read_parquet(out / "tasks.parquet")
     replicas = pd.read_parquet(out / "replicas.parquet")

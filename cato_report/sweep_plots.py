@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cato_core.plots import replicas_over_time
+from cato_report.plots import replicas_over_time
 
 RUN_KEYS = ["policy", "rate", "seed"]
 # Student's t, two-sided 95%, by degrees of freedom 1..30; beyond, 1.96 + 2.5/df (within 0.002)

@@ -3,7 +3,7 @@ policies, passes the priority on to vLLM, and runs the scalers.
 
     POST /v1/completions, /v1/chat/completions   OpenAI-compatible; streamed answers pass
                                                  through chunk for chunk (usage included)
-    POST /v1/tasks                               a whole task graph (cato_live.task_runner)
+    POST /v1/tasks                               a whole task graph (cato_live.gateway.tasks_endpoint)
     GET  /v1/models                              the DEPLOY models
     GET  /v1/cato/replicas                       the replicas table, seconds since start
     GET  /v1/cato/nodes                          the latest call records (?task_id=...)
@@ -36,17 +36,17 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from cato_core.request import LLMRequest
 from cato_core.task_plan import NodePlan, compile_plans
 from cato_live import headers as H
-from cato_live.api_error import ApiError
-from cato_live.call_spec import parse_call
+from cato_live.gateway.api_error import ApiError
+from cato_live.gateway.call_spec import parse_call
 from cato_live.deploy import Deploy
-from cato_live.dispatch import Call, LiveReplica
-from cato_live.fleet import Fleet
+from cato_live.gateway.dispatch import Call, LiveReplica
+from cato_live.gateway.fleet import Fleet
 from cato_live.error_text import describe, excerpt
-from cato_live.forward import StreamBroken, Upstream, open_call
+from cato_live.gateway.forward import StreamBroken, Upstream, open_call
 from cato_live.provisioners.base import Provisioner
 from cato_live.provisioners.registry import make_provisioner
-from cato_live.records import CallRecord
-from cato_live.task_runner import parse_task, run_task
+from cato_live.gateway.call_record import CallRecord
+from cato_live.gateway.tasks_endpoint import parse_task, run_task
 
 DONE_TAIL = 32  # bytes kept to see an OpenAI stream's closing "data: [DONE]"
 PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}

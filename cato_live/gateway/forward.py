@@ -10,7 +10,7 @@ whole inside it, a streamed one up to its first chunk. A connection closed befor
 answer (most often a kept-alive one the replica was closing as we sent) is tried once more,
 on a new connection, within the same attempt.
 
-The replica's client is aiohttp (see cato_live.replica_client). Nothing past this module
+The replica's client is aiohttp (see cato_live.gateway.replica_client). Nothing past this module
 sees it: a stream that breaks after its first chunk raises :class:`StreamBroken`.
 """
 
@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from cato_live.api_error import ApiError
+from cato_live.gateway.api_error import ApiError
 from cato_live.deploy import Deploy
-from cato_live.dispatch import Call, LiveReplica, ModelPool
+from cato_live.gateway.dispatch import Call, LiveReplica, ModelPool
 from cato_live.error_text import describe, excerpt
-from cato_live.fleet import Fleet
+from cato_live.gateway.fleet import Fleet
 
 JSON_HEADERS = {"content-type": "application/json"}
 

@@ -20,13 +20,13 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cato_core.task_plan import NodePlan
-from cato_live.api_error import ApiError
+from cato_live.gateway.api_error import ApiError
 from cato_live.error_text import excerpt
-from cato_live.forward import StreamBroken, open_call
-from cato_live.records import CallRecord
+from cato_live.gateway.forward import StreamBroken, open_call
+from cato_live.gateway.call_record import CallRecord
 
 if TYPE_CHECKING:
-    from cato_live.gateway import Gateway
+    from cato_live.gateway.app import Gateway
 
 
 class TaskBody(BaseModel):

@@ -16,12 +16,12 @@ import sys
 import uvicorn
 
 from cato_live.deploy import Deploy
-from cato_live.fleet import StartupError
-from cato_live.gateway import Gateway, create_app
+from cato_live.gateway.fleet import StartupError
+from cato_live.gateway.app import Gateway, create_app
 from cato_live.provisioners.base import Provisioner
 
 EXIT_OK, EXIT_START_FAILED, EXIT_INTERRUPTED = 0, 1, 130
-log = logging.getLogger("cato_live.serve")
+log = logging.getLogger("cato_live.gateway.serve")
 
 
 class _Server(uvicorn.Server):

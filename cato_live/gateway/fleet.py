@@ -17,12 +17,12 @@ from collections.abc import Callable
 from cato_core.routers import make_router
 from cato_core.scalers import make_scaler
 from cato_live.deploy import Deploy
-from cato_live.dispatch import LiveReplica, ModelPool
-from cato_live.metrics import GatewayMetrics
+from cato_live.gateway.dispatch import LiveReplica, ModelPool
+from cato_live.gateway.prometheus import GatewayMetrics
 from cato_live.provisioners.base import Provisioner
-from cato_live.replica_client import replica_session
+from cato_live.gateway.replica_client import replica_session
 
-log = logging.getLogger("cato_live.fleet")
+log = logging.getLogger("cato_live.gateway.fleet")
 
 UNBOUNDED = 1 << 30  # "free" for a provisioner with no known limit
 

@@ -1,0 +1,1 @@
+"""The CATO gateway: an OpenAI-compatible server that routes calls with the core's policies."""
