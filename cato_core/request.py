@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cato_core.node_record import NodeRecord
+
 
 @dataclass(slots=True)
 class LLMRequest:
@@ -27,4 +29,5 @@ class LLMRequest:
     attempts: int = 0  # routing attempts that found no room (pow2's backoff)
     prefill_est_s: float = 0.0  # isolated prefill time on its replica, set on enqueue
     finish_est_s: float = 0.0  # expected finish time, set when the engine takes it
+    record: NodeRecord | None = None  # where the pool writes its routing facts
     ref: Any = None  # the driver's handle on the call (its task and node, an HTTP body)
