@@ -12,6 +12,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+# A task's status, given once when it ends (cato_core.task_run.TaskRun.end):
+#   ok         every node finished; ttft_s, e2e_s and met measured
+#   failed     a node failed (error: "node <name>: <why>") or the driver itself did
+#   timeout    a node ran out of time (a request timeout, a gateway's 504) or the task was
+#              still open at the simulator's drain horizon
+#   cancelled  the run stopped before the task finished (Ctrl-C, the client went away)
+# Unless ok: e2e_s is empty and met is False. A node's statuses: cato_core.node_record.
 STATUSES = ("ok", "failed", "timeout", "cancelled")
 
 TASKS = pa.schema([

@@ -14,17 +14,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cato_report.summary import summarize
+from cato_core.node_record import NodeRecord
 from cato_core.profile import load_profile
-from cato_core.tasks import default_task_types
-from cato_traces.files import write_trace
-from cato_live.replay.replayer import (MIN_TOKEN_ID, NodeRec, ReplayConfig, Replayer, _Task, busy_seconds, node_rows,
-                              prompt_ids, task_row, tool_durations)
 from cato_core.task_plan import TaskPlan
+from cato_core.task_run import TaskRun
+from cato_core.tasks import default_task_types
 from cato_live.headers import deadline_ms, request_headers
 from cato_live.provisioners.vllm_process import free_port
+from cato_live.replay.replayer import MIN_TOKEN_ID, ReplayConfig, Replayer, busy_seconds, prompt_ids, tool_durations
+from cato_report.summary import summarize
 from cato_sim.experiment import parse_experiment
 from cato_sim.simulation import Simulation
+from cato_traces.files import write_trace
 from tests.conftest import ROOT, round_profile
 
 TYPES = default_task_types()
@@ -119,24 +120,28 @@ def test_prompt_ids_exact_length_within_vocab():
     assert ids == prompt_ids(np.random.default_rng(1), 500, 64)
 
 
-# -- result rows ---------------------------------------------------------------------------
-def make_task(name="completion", arrival=1.0, prompt=40, output=11) -> _Task:
-    p = plan(name)
-    t = _Task("t1", 0, p, arrival, prompt, output)
-    t.sla, t.deadlines = p.sla_and_deadlines(p.baselines({}, prompt, output, default=round_profile()), arrival, None)
-    return t
+# -- result rows (the replayer's records through the core's TaskRun) ------------------------
+def make_task(name="completion", arrival=1.0, prompt=40, output=11) -> TaskRun:
+    return TaskRun.from_profiles("t1", plan(name), arrival, prompt, output, {}, default=round_profile())
+
+
+def record(t: TaskRun, i: int, **fields) -> NodeRecord:
+    """Node i's record as the replayer leaves it: what the client saw, no engine start."""
+    n = t.plan.nodes[i]
+    t.records[i] = rec = NodeRecord("t1", n.name, n.kind, n.model, t.deadlines[i], **fields)
+    return rec
 
 
 def test_rows_of_an_ok_task():
     t = make_task()
-    t.recs[0] = NodeRec(queued_s=1.0, start_s=1.0, end_s=1.06)
-    t.recs[1] = NodeRec(replica="r1", priority=2, slack_s=0.24, queued_s=1.06, first_token_s=1.09, end_s=1.2,
-                        prompt_tokens=40, output_tokens=11)
-    row = task_row(t, "ok", None, 1.2)
+    record(t, 0, queued_s=1.0, start_s=1.0, end_s=1.06)
+    record(t, 1, replica="r1", priority=2, slack_s=0.24, queued_s=1.06, first_token_s=1.09, end_s=1.2,
+           prompt_tokens=40, output_tokens=11)
+    row = t.end(1.2, "ok", None)
     assert row[:4] == ("t1", "completion", "ttft", 1.0)
     assert row[4] == pytest.approx(0.09) and row[5] == pytest.approx(0.2)
-    assert row[6:] == (t.sla, True, "ok", None)
-    nodes = node_rows(t, "ok")
+    assert row[6:] == (t.sla_s, True, "ok", None)
+    nodes = t.node_rows()
     assert nodes[0] == ("t1", "retrieve", "tool", None, None, None, None, None, 0.0, t.deadlines[0],
                         1.0, 1.0, None, 1.06, None, None, "ok")
     assert nodes[1] == ("t1", "llm", "llm", "m", "r1", 2, 0.24, None, None, t.deadlines[1],
@@ -145,23 +150,23 @@ def test_rows_of_an_ok_task():
 
 def test_rows_of_a_late_failed_and_cancelled_task():
     t = make_task()
-    t.recs[0] = NodeRec(queued_s=1.0, start_s=1.0, end_s=1.06)
-    t.recs[1] = NodeRec(queued_s=1.06, first_token_s=1.5, end_s=1.6, prompt_tokens=40, output_tokens=11)
-    assert task_row(t, "ok", None, 1.6)[7] is False  # TTFT 0.5 s > SLA 0.3 s: ok but not met
+    record(t, 0, queued_s=1.0, start_s=1.0, end_s=1.06)
+    record(t, 1, queued_s=1.06, first_token_s=1.5, end_s=1.6, prompt_tokens=40, output_tokens=11)
+    assert t.end(1.6, "ok", None)[7] is False  # TTFT 0.5 s > SLA 0.3 s: ok but not met
 
     t = make_task()
-    t.recs[0] = NodeRec(queued_s=1.0, start_s=1.0, end_s=1.06)
-    t.recs[1] = NodeRec(replica="http://x", queued_s=1.06)
-    row = task_row(t, "failed", "node llm: HTTP 500: boom", 1.1)
-    assert row[4:] == (None, None, t.sla, False, "failed", "node llm: HTTP 500: boom")
-    assert [r[-1] for r in node_rows(t, "failed")] == ["ok", "failed"]  # the finished tool stays ok
+    record(t, 0, queued_s=1.0, start_s=1.0, end_s=1.06)
+    record(t, 1, replica="http://x", queued_s=1.06)
+    row = t.end(1.1, "failed", "node llm: HTTP 500: boom")
+    assert row[4:] == (None, None, t.sla_s, False, "failed", "node llm: HTTP 500: boom")
+    assert [r[-1] for r in t.node_rows()] == ["ok", "failed"]  # the finished tool stays ok
 
     t = make_task("translation")
-    t.recs[0] = NodeRec(queued_s=1.0, first_token_s=1.01)
-    row = task_row(t, "cancelled", "stopped", 1.3)
+    record(t, 0, queued_s=1.0, first_token_s=1.01)
+    row = t.end(1.3, "cancelled", "stopped")
     assert row[4] == pytest.approx(0.01) and row[5] is None and row[7] is False
-    assert [r[1] for r in node_rows(t, "cancelled")] == ["llm"]  # validate never started: no row
-    assert node_rows(t, "cancelled")[0][-1] == "cancelled"
+    assert [r[1] for r in t.node_rows()] == ["llm"]  # validate never started: no row
+    assert t.node_rows()[0][-1] == "cancelled"
 
 
 def test_busy_seconds_is_the_union_of_in_flight_intervals():

@@ -1,6 +1,7 @@
 """``POST /v1/tasks``: one whole task graph of a task type, run by the gateway.
 
-Every node starts once the nodes it runs after are done. An LLM node is a streamed
+Every node starts once the nodes it runs after are done (the core's TaskRun, walked by
+cato_live.task_walk). An LLM node is a streamed
 completion of the task's prompt and ``max_tokens`` (plus ``sampling``: any other
 completion fields, e.g. ``ignore_eos``), routed like any call with its node deadline from
 the Profiler's slack allotment. A tool node is a sleep of its configured duration (DEPLOY
@@ -20,13 +21,15 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cato_core.task_plan import NodePlan
+from cato_core.task_run import TASK_FIELDS, TaskRun
+from cato_live.error_text import describe, excerpt
 from cato_live.gateway.api_error import ApiError
-from cato_live.error_text import excerpt
-from cato_live.gateway.forward import StreamBroken, open_call
 from cato_live.gateway.call_record import CallRecord
+from cato_live.gateway.forward import StreamBroken, open_call
+from cato_live.task_walk import walk
 
 if TYPE_CHECKING:
-    from cato_live.gateway.app import Gateway
+    from cato_live.gateway.state import GatewayState as Gateway
 
 
 class TaskBody(BaseModel):
@@ -80,68 +83,49 @@ async def run_task(gw: Gateway, body: TaskBody) -> tuple[int, dict]:
         prompt = body.prompt
     model_of = {n.index: body.model or n.model for n in plan.nodes if n.kind == "llm"}
     profiles = {n.model: gw.profiles[model_of[n.index]] for n in plan.nodes if n.kind == "llm"}
-    b = plan.baselines(profiles, prompt_tokens, body.max_tokens)
-    sla = plan.sla_s(b, body.sla_ms / 1000.0 if body.sla_ms is not None else None)
-    deadlines = plan.graph.deadlines(b, sla, arrival)
-    records: list[CallRecord | None] = [None] * len(plan.nodes)
+    run = TaskRun.from_profiles(task_id, plan, arrival, prompt_tokens, body.max_tokens, profiles,
+                                body.sla_ms / 1000.0 if body.sla_ms is not None else None)
     texts: dict[int, dict] = {}
 
-    async def run_node(n: NodePlan, after: list[asyncio.Task]) -> None:
-        if after:
-            await asyncio.gather(*after)
-        if n.kind == "tool":
-            rec = records[n.index] = CallRecord(task_id, plan.name, n.name, "tool", None, deadlines[n.index],
-                                                sla, gw.fleet.now())
-            gw.records.append(rec)
-            rec.start_s = rec.arrival_s
-            await asyncio.sleep(n.tool_s)
-            rec.end_s, rec.status = gw.fleet.now(), "ok"
-            return
-        texts[n.index] = await _llm_node(gw, n, model_of[n.index], task_id, plan.name, prompt, prompt_tokens,
-                                         body, deadlines[n.index], sla, records)
+    async def run_node(n: NodePlan) -> float:
+        if n.kind == "llm":
+            texts[n.index] = await _llm_node(gw, run, n, model_of[n.index], prompt, body)
+            return run.records[n.index].end_s
+        now = gw.fleet.now()
+        rec = CallRecord(task_id, n.name, "tool", None, run.deadlines[n.index], queued_s=now, start_s=now,
+                         task_type=plan.name, sla_s=run.sla_s, arrival_s=now)
+        gw.records.append(run.start_node(n, now, rec))
+        await asyncio.sleep(n.tool_s)
+        return gw.fleet.now()
 
-    tasks: list[asyncio.Task] = []
-    for n in plan.nodes:
-        tasks.append(asyncio.create_task(run_node(n, [tasks[d] for d in n.after])))
     error: ApiError | None = None
     try:
-        await asyncio.gather(*tasks)
+        row = run.end(await walk(run, run_node), "ok", None)
     except ApiError as e:
         error = e
-    except BaseException:
-        for t in tasks:
-            t.cancel()
+        row = run.end(gw.fleet.now(), "timeout" if e.status == 504 else "failed", e.message)
+    except asyncio.CancelledError:
+        run.end(gw.fleet.now(), "cancelled", "the client went away")
         raise
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    end = max((r.end_s for r in records if r is not None and r.end_s is not None), default=arrival)
-    last = records[plan.streamed]
-    ttft = last.first_token_s - arrival if last is not None and last.first_token_s is not None else None
-    e2e = end - arrival if error is None else None
-    metric = ttft if plan.metric == "ttft" else e2e
+    except Exception as e:
+        run.end(gw.fleet.now(), "failed", f"gateway error: {describe(e)}")
+        raise
     out = {
-        "task_id": task_id, "task_type": plan.name, "metric": plan.metric,
-        "status": "ok" if error is None else ("timeout" if error.status == 504 else "failed"),
-        "error": error.message if error else None,
-        "arrival_s": arrival, "ttft_s": ttft, "e2e_s": e2e, "sla_s": sla,
-        "met": error is None and metric is not None and metric <= sla,
+        **dict(zip(TASK_FIELDS, row, strict=True)),
         "text": texts.get(plan.streamed, {}).get("text"),
         "usage": texts.get(plan.streamed, {}).get("usage"),
-        "nodes": [r.row() for r in records if r is not None],
+        "nodes": [r.row() for r in run.records if r is not None],
     }
     return (200, out) if error is None else (error.status, {**error.payload(), "task": out})
 
 
-async def _llm_node(gw: Gateway, n: NodePlan, model: str, task_id: str, task_type: str, prompt,
-                    prompt_tokens: int, body: TaskBody, deadline: float, sla: float,
-                    records: list) -> dict:
+async def _llm_node(gw: Gateway, run: TaskRun, n: NodePlan, model: str, prompt, body: TaskBody) -> dict:
+    """Node ``n`` as one streamed call: its text and usage; ApiError if it fails."""
     payload = {**body.sampling, "model": gw.deploy.served_name(model), "prompt": prompt,
                "max_tokens": body.max_tokens, "stream": True, "stream_options": {"include_usage": True}}
-    call = gw.new_call(model, task_id, task_type, n, prompt_tokens, body.max_tokens, deadline, sla,
-                       payload, "/v1/completions", stream=True)
-    records[n.index] = call.record
+    call = gw.new_call(model, run.task_id, run.plan.name, n, run.prompt_tokens, body.max_tokens,
+                       run.deadlines[n.index], run.sla_s, payload, "/v1/completions", stream=True)
+    run.start_node(n, call.record.arrival_s, call.record)
     pool = gw.fleet.pools[model]
     try:
         up = await open_call(gw.fleet, pool, call, gw.deploy)

@@ -29,6 +29,7 @@ it finished, e.g. by Ctrl-C).
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,11 +42,13 @@ import pandas as pd
 from cato_core.profile import DeviceProfile
 from cato_core.provenance import versions
 from cato_core.results import NODES, REPLICAS, TASKS, TableWriter
-from cato_core.task_plan import TaskPlan, compile_plans
+from cato_core.task_plan import NodePlan, TaskPlan, compile_plans
+from cato_core.task_run import TaskRun
 from cato_core.tasks import TaskType
-from cato_live.replay.client import RequestFailed, stream_completion
 from cato_live.error_text import describe
 from cato_live.headers import request_headers
+from cato_live.replay.client import RequestFailed, stream_completion
+from cato_live.task_walk import walk
 
 MIN_TOKEN_ID = 10  # prompts avoid the lowest IDs, where tokenizers keep special tokens
 GATEWAY_REPLICAS_PATH = "/v1/cato/replicas"
@@ -65,30 +68,6 @@ class ReplayConfig:
     connections: int = 1024
     profiles: Mapping[str, DeviceProfile] = field(default_factory=dict)  # per model, over ``profile``
     headers: Mapping[str, str] = field(default_factory=dict)  # sent with every request (e.g. a token)
-
-
-@dataclass
-class NodeRec:
-    replica: str | None = None
-    priority: int | None = None
-    slack_s: float | None = None
-    queued_s: float | None = None
-    start_s: float | None = None
-    first_token_s: float | None = None
-    end_s: float | None = None
-    prompt_tokens: int | None = None
-    output_tokens: int | None = None
-
-
-class _Task:
-    __slots__ = ("id", "row", "plan", "arrival", "prompt", "output", "sla", "deadlines", "recs",
-                 "tool_s", "rng", "done")
-
-    def __init__(self, task_id: str, row: int, plan: TaskPlan, arrival: float, prompt: int, output: int):
-        self.id, self.row, self.plan, self.arrival = task_id, row, plan, arrival
-        self.prompt, self.output = prompt, output
-        self.recs: list[NodeRec | None] = [None] * len(plan.nodes)
-        self.done = False
 
 
 @dataclass
@@ -138,29 +117,6 @@ def busy_seconds(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
-def task_row(task: _Task, status: str, error: str | None, now: float) -> tuple:
-    """The tasks.parquet row of a task that ended at ``now`` (same meanings as the simulator)."""
-    first = task.recs[task.plan.streamed]
-    ttft = first.first_token_s - task.arrival if first is not None and first.first_token_s is not None else None
-    e2e = now - task.arrival if status == "ok" else None
-    metric = ttft if task.plan.metric == "ttft" else e2e
-    met = status == "ok" and metric is not None and metric <= task.sla + 1e-12
-    return (task.id, task.plan.name, task.plan.metric, task.arrival, ttft, e2e, task.sla, met, status, error)
-
-
-def node_rows(task: _Task, task_status: str) -> list[tuple]:
-    rows = []
-    for n, rec in zip(task.plan.nodes, task.recs):
-        if rec is None:
-            continue
-        wait = rec.start_s - rec.queued_s if rec.start_s is not None and rec.queued_s is not None else None
-        status = "ok" if rec.end_s is not None else task_status
-        rows.append((task.id, n.name, n.kind, n.model, rec.replica, rec.priority, rec.slack_s, None, wait,
-                     task.deadlines[n.index], rec.queued_s, rec.start_s, rec.first_token_s, rec.end_s,
-                     rec.prompt_tokens, rec.output_tokens, status))
-    return rows
-
-
 class Replayer:
     """One replay of one trace. ``run()`` once; the tables are in ``out_dir`` afterwards."""
 
@@ -177,7 +133,7 @@ class Replayer:
         self.model = cfg.model
         self.plans = compile_plans(cfg.task_types, cfg.model)
         self.url = cfg.target.rstrip("/") + "/v1/completions"
-        self.tasks: dict[str, _Task] = {}
+        self.tasks: dict[str, TaskRun] = {}
         self.running: dict[str, asyncio.Task] = {}
         self.inflight: list[tuple[float, float]] = []  # client-side [sent, end] of LLM requests
         self.requests = 0
@@ -223,6 +179,11 @@ class Replayer:
                 if self.model is None and served:
                     self.model = served[0]
                     self.plans = compile_plans(self.cfg.task_types, self.model)
+                # What exists before the clock starts is left out of garbage collection for the
+                # replay: a full collection over it pauses the client for tens of ms on 2 cores,
+                # which shows up as TTFT.
+                gc.collect()
+                gc.freeze()
                 self._t0 = self._loop.time()
                 dispatcher = asyncio.create_task(self._dispatch(client))
                 waiters = [asyncio.create_task(self._all_done.wait()), asyncio.create_task(self._stop.wait())]
@@ -234,6 +195,7 @@ class Replayer:
                     for w in pending:
                         w.cancel()
                     await asyncio.gather(*pending, return_exceptions=True)
+                    gc.unfreeze()
                 end = self.now()
                 self._close_open(end, "cancelled", "replay stopped before the task finished")
                 rows = await self._gateway_replicas(client) if self._tasks_started else None
@@ -274,8 +236,7 @@ class Replayer:
             task = self.tasks.get(str(task_id))
             if task is None:
                 task = self._make_task(i)
-            if not task.done:
-                self._end_task(task, end, status, error)
+            self._end_task(task, end, status, error)
 
     async def _dispatch(self, client: httpx.AsyncClient) -> None:
         scale = self.cfg.time_scale
@@ -285,63 +246,55 @@ class Replayer:
                 await asyncio.sleep(delay)
             task = self._make_task(i)
             self._tasks_started = True
-            self.running[task.id] = asyncio.create_task(self._run_task(client, task), name=task.id)
+            self.running[task.task_id] = asyncio.create_task(self._run_task(client, task, i), name=task.task_id)
 
-    def _make_task(self, i: int) -> _Task:
+    def _make_task(self, i: int) -> TaskRun:
         c = self._cols
         task_id = str(c["task_id"][i])
         if task_id in self.tasks:
             return self.tasks[task_id]
-        plan = self.plans[c["task_type"][i]]
-        arrival = float(c["arrival_s"][i]) * self.cfg.time_scale
-        task = _Task(task_id, i, plan, arrival, int(c["prompt_tokens"][i]), int(c["output_tokens"][i]))
-        base = plan.baselines(self.cfg.profiles, task.prompt, task.output, default=self.cfg.profile)
         sla = c["sla_s"][i] if "sla_s" in c else None
-        task.sla, task.deadlines = plan.sla_and_deadlines(base, arrival, None if sla is None else float(sla))
-        task.rng = np.random.default_rng([self.cfg.seed, i])
-        task.tool_s = tool_durations(plan, task.rng)
+        arrival = float(c["arrival_s"][i]) * self.cfg.time_scale
+        task = TaskRun.from_profiles(task_id, self.plans[c["task_type"][i]], arrival, int(c["prompt_tokens"][i]),
+                                     int(c["output_tokens"][i]), self.cfg.profiles,
+                                     None if sla is None else float(sla), default=self.cfg.profile)
         self.tasks[task_id] = task
         return task
 
-    async def _run_task(self, client: httpx.AsyncClient, task: _Task) -> None:
-        nodes = task.plan.nodes
-        prompts = {n.index: prompt_ids(task.rng, task.prompt, self.cfg.vocab_size) for n in nodes if n.kind == "llm"}
-        runs: list[asyncio.Task] = []
+    async def _run_task(self, client: httpx.AsyncClient, task: TaskRun, i: int) -> None:
+        """Task ``i`` of the trace, node by node (cato_live.task_walk), ended exactly once."""
+        rng = np.random.default_rng([self.cfg.seed, i])
+        tool_s = tool_durations(task.plan, rng)
+        prompts = {n.index: prompt_ids(rng, task.prompt_tokens, self.cfg.vocab_size)
+                   for n in task.plan.nodes if n.kind == "llm"}
         try:
-            for n in nodes:
-                runs.append(asyncio.create_task(self._run_node(client, task, n, [runs[d] for d in n.after], prompts)))
-            await asyncio.gather(*runs)
-            self._end_task(task, self.now(), "ok", None)
+            end = await walk(task, lambda n: self._run_node(client, task, n, tool_s, prompts))
+            self._end_task(task, end, "ok", None)
         except RequestFailed as e:
             self._end_task(task, self.now(), e.status, f"node {e.node}: {e.reason}")
         except asyncio.CancelledError:
             self._end_task(task, self.now(), "cancelled", "replay stopped before the task finished")
             raise
-        except Exception as e:  # a bug must not lose the task
+        except Exception as e:  # noqa: BLE001  (a bug must not lose the task)
             self._end_task(task, self.now(), "failed", f"replayer error: {describe(e)}")
         finally:
-            for r in runs:
-                r.cancel()
-            if runs:
-                await asyncio.gather(*runs, return_exceptions=True)
-            self.running.pop(task.id, None)
+            self.running.pop(task.task_id, None)
 
-    async def _run_node(self, client, task: _Task, node, before: list[asyncio.Task], prompts) -> None:
-        if before:
-            await asyncio.gather(*before)
-        rec = task.recs[node.index] = NodeRec(queued_s=self.now())
+    async def _run_node(self, client: httpx.AsyncClient, task: TaskRun, node: NodePlan, tool_s: list[float],
+                        prompts: dict[int, list[int]]) -> float:
+        """One node, from its start to its end (returned): a sleep, or one streamed request."""
+        rec = task.start_node(node, self.now())
         if node.kind == "tool":
-            rec.start_s = rec.queued_s
-            await asyncio.sleep(task.tool_s[node.index])
-            rec.end_s = self.now()
-            return
-        body = {"prompt": prompts[node.index], "max_tokens": task.output, "ignore_eos": True, "temperature": 0.0}
+            await asyncio.sleep(tool_s[node.index])
+            return self.now()
+        rec.prompt_tokens = rec.output_tokens = None  # measured at the client: the usage chunk's
+        body = {"prompt": prompts[node.index], "max_tokens": task.output_tokens, "ignore_eos": True,
+                "temperature": 0.0}
         if node.model is not None:
             body["model"] = node.model
-        deadline = task.deadlines[node.index]
         sent = self.now()
-        rec.queued_s, rec.slack_s = sent, deadline - sent
-        headers = request_headers(task.plan.name, task.id, node.name, task.sla, deadline, sent)
+        rec.queued_s, rec.slack_s = sent, rec.deadline_s - sent
+        headers = request_headers(task.plan.name, task.task_id, node.name, task.sla_s, rec.deadline_s, sent)
         self.requests += 1
         rec.replica = self.cfg.target
         try:
@@ -357,17 +310,18 @@ class Replayer:
             raise
         self.inflight.append((sent, res.end_s))
         rec.replica = res.replica or rec.replica
-        rec.priority, rec.first_token_s, rec.end_s = res.priority, res.first_token_s, res.end_s
+        rec.priority, rec.first_token_s = res.priority, res.first_token_s
         rec.prompt_tokens, rec.output_tokens = res.prompt_tokens, res.output_tokens
+        return res.end_s
 
     # -- books -------------------------------------------------------------------------
-    def _end_task(self, task: _Task, now: float, status: str, error: str | None) -> None:
-        if task.done:
+    def _end_task(self, task: TaskRun, now: float, status: str, error: str | None) -> None:
+        row = task.end(now, status, error)
+        if row is None:  # it had ended already
             return
-        task.done = True
-        self._tasks_w.add(task_row(task, status, error, now))
-        for row in node_rows(task, status):
-            self._nodes_w.add(row)
+        self._tasks_w.add(row)
+        for r in task.node_rows():
+            self._nodes_w.add(r)
         self._status_counts[status] = self._status_counts.get(status, 0) + 1
         self.finished += 1
         if self.on_task_done:
