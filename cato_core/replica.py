@@ -4,6 +4,10 @@ Both drivers keep one ReplicaState per replica and tell it when a request is que
 by the engine and finished; routers and scalers read it and never touch the engine itself.
 Every estimate is kept as a running sum, so a routing decision costs O(1) per replica and
 never scans the queue.
+
+Lifecycle: starting -> ready -> draining -> released, through the methods below (the model
+pool, cato_core.pool, calls them; no driver assigns ``state``). A replica counts as
+provisioned from ``asked_s`` (cold start included) to ``released_s``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ class ReplicaState:
         self.queue = RequestQueue(by_deadline)
         self.state: State = "starting"
         self.asked_s = asked_s
+        self.ready_s: float | None = None
+        self.released_s: float | None = None
+        self.requests = 0  # requests routed to it
         self.running = 0
         self.idle_since: float | None = None  # set once ready and empty
         self.driver: Any = None  # the driver's own object for this replica (engine, HTTP client)
@@ -41,10 +48,22 @@ class ReplicaState:
         self._running_finish_s = 0.0  # sum of expected (isolated) finish times of running ones
         self._running_context = 0  # prompt tokens held by running requests
 
-    # -- what the driver reports -------------------------------------------------------
+    # -- lifecycle ---------------------------------------------------------------------
     def mark_ready(self, now: float) -> None:
         self.state = "ready"
+        self.ready_s = now
         self.idle_since = now if self.ongoing == 0 else None
+
+    def drain(self) -> None:
+        """Take no new work; finish what is queued and running."""
+        if self.state in ("starting", "ready"):
+            self.state = "draining"
+
+    def release(self, now: float) -> None:
+        self.state = "released"
+        self.released_s = now
+
+    # -- what the driver reports -------------------------------------------------------
 
     def enqueue(self, r: LLMRequest) -> None:
         r.prefill_est_s = self.profile.prefill_s(r.prompt_tokens)

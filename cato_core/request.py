@@ -29,5 +29,7 @@ class LLMRequest:
     attempts: int = 0  # routing attempts that found no room (pow2's backoff)
     prefill_est_s: float = 0.0  # isolated prefill time on its replica, set on enqueue
     finish_est_s: float = 0.0  # expected finish time, set when the engine takes it
+    avoid: frozenset[str] = frozenset()  # replicas that failed it: route elsewhere (live)
+    cancelled: bool = False  # its caller gave up: skip it wherever it is held or queued
     record: NodeRecord | None = None  # where the pool writes its routing facts
     ref: Any = None  # the driver's handle on the call (its task and node, an HTTP body)

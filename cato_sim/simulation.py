@@ -1,9 +1,12 @@
 """One policy set-up run on one trace in a SimPy model of the cluster.
 
-The simulation is the driver: it releases tasks at their arrival times, walks each task's
-graph, asks the core's router where every LLM call goes, carries out the core scaler's
-decisions (a new replica is ready after its cold start), and records every task, node and
-replica in the result tables. It holds no module-level state: runs are independent objects.
+The simulation is a driver of the core: it brings time (SimPy) and the engines. Each task
+is a cato_core TaskRun (its graph walked node by node, its records and row); each model a
+cato_core ModelPool (routing, held calls, the scaler's inputs, the replica lifecycle). The
+simulation releases tasks at their arrival times, runs tool nodes as timeouts and LLM nodes
+on the engines, places replicas on machines (a new one is ready after its cold start), and
+writes every task, node and replica to the result tables. It holds no module-level state:
+runs are independent objects.
 """
 
 from __future__ import annotations
@@ -15,38 +18,27 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from cato_core.pool import ModelPool
 from cato_core.profile import DeviceProfile, load_profile
 from cato_core.replica import ReplicaState
 from cato_core.request import LLMRequest
 from cato_core.results import NODES, REPLICAS, TASKS, TableWriter
-from cato_core.routers import Retry, make_router
+from cato_core.routers import make_router
 from cato_core.scalers import make_scaler
-from cato_core.task_plan import NodePlan, TaskPlan, compile_plans
+from cato_core.task_plan import NodePlan, compile_plans
+from cato_core.task_run import TaskRun
 from cato_sim.cluster import Cluster
 from cato_sim.engine import Engine
-from cato_sim.experiment import Experiment, ModelSpec, Setup
-
-
-class _Task:
-    __slots__ = ("id", "plan", "arrival", "sla", "deadlines", "waiting", "left", "rec", "done",
-                 "prompt", "output")
-
-    def __init__(self, task_id, plan: TaskPlan, arrival, prompt, output):
-        self.id, self.plan, self.arrival = task_id, plan, arrival
-        self.prompt, self.output = prompt, output
-        self.waiting = [len(n.after) for n in plan.nodes]  # unfinished predecessors
-        self.left = len(plan.nodes)
-        # per node: [replica, priority, slack, predicted wait, queued, start, first token, end]
-        self.rec: list[list | None] = [None] * len(plan.nodes)
-        self.done = False
+from cato_sim.experiment import Experiment, Setup
 
 
 class _Replica:
-    def __init__(self, state: ReplicaState, engine: Engine, machine: int, spec: ModelSpec):
-        self.state, self.engine, self.machine, self.spec = state, engine, machine, spec
-        self.ready_s: float | None = None
-        self.released_s: float | None = None
-        self.requests = 0
+    """The simulator's side of a replica: its engine and the machine it sits on."""
+
+    __slots__ = ("state", "engine", "machine")
+
+    def __init__(self, state: ReplicaState, engine: Engine, machine: int):
+        self.state, self.engine, self.machine = state, engine, machine
 
 
 class Simulation:
@@ -67,14 +59,14 @@ class Simulation:
         self.router = make_router(setup.router, setup.router_params, seed=seed)
         self.cluster = Cluster(exp.cluster.machines, exp.cluster.accelerators_per_machine)
         self.profiles: dict[str, DeviceProfile] = {m: load_profile(s.profile) for m, s in exp.models.items()}
-        self.scalers = {m: make_scaler(setup.scaler, setup.scaler_params) for m in exp.models}
-        self.replicas: dict[str, list[_Replica]] = {m: [] for m in exp.models}  # not released
-        self._by_id: dict[str, _Replica] = {}  # every replica ever asked for, by id
-        self.ready: dict[str, list[ReplicaState]] = {m: [] for m in exp.models}  # routable
-        self.unrouted: dict[str, list[LLMRequest]] = {m: [] for m in exp.models}  # no replica ready
-        self.pending = {m: 0 for m in exp.models}  # held by the router, retrying
+        self.pools = {
+            m: ModelPool(m, self.profiles[m], spec.max_num_seqs, self.router,
+                         make_scaler(setup.scaler, setup.scaler_params), call_later=self._call_later,
+                         dispatch=self._dispatch, reject=self._reject, on_released=self._released)
+            for m, spec in exp.models.items()
+        }
         self.plans = compile_plans(exp.task_types, exp.default_model)
-        self.open: dict[str, _Task] = {}
+        self.open: dict[str, TaskRun] = {}
         self.finished = 0
         self._replica_no = 0
         self._seq = 0
@@ -82,7 +74,6 @@ class Simulation:
         self.tasks = TableWriter(self.out / "tasks.parquet", TASKS)
         self.nodes = TableWriter(self.out / "nodes.parquet", NODES)
         self.replica_rows = TableWriter(self.out / "replicas.parquet", REPLICAS)
-        self.events = 0
 
     # -- the run -----------------------------------------------------------------------
     def run(self) -> float:
@@ -97,7 +88,7 @@ class Simulation:
             for _ in range(spec.replicas):
                 if not self._add_replica(model, warm=True):
                     break
-            if self.scalers[model].interval_s:
+            if self.pools[model].scaler.interval_s:
                 self.env.process(self._scale_loop(model))
         self.env.process(self._arrivals())
         horizon = float(self.trace["arrival_s"].max()) + self.exp.drain_s
@@ -118,201 +109,129 @@ class Simulation:
         for task_id, arrival, ttype, prompt, output, sla in cols:
             if arrival > env.now:
                 yield env.timeout(arrival - env.now)
-            self._start_task(task_id, self.plans[ttype], arrival, prompt, output, sla)
+            run = TaskRun.from_profiles(task_id, self.plans[ttype], arrival, prompt, output, self.profiles, sla)
+            self.open[task_id] = run
+            for node in run.sources():
+                self._start_node(run, node)
 
-    def _start_task(self, task_id, plan: TaskPlan, arrival, prompt, output, sla_given) -> None:
-        task = _Task(task_id, plan, arrival, prompt, output)
-        base = plan.baselines(self.profiles, prompt, output)
-        task.sla, task.deadlines = plan.sla_and_deadlines(base, arrival, sla_given)
-        self.open[task_id] = task
-        for i in plan.sources:
-            self._start_node(task, plan.nodes[i])
-
-    def _start_node(self, task: _Task, node: NodePlan) -> None:
+    def _start_node(self, run: TaskRun, node: NodePlan) -> None:
         now = self.env.now
+        rec = run.start_node(node, now)
         if node.kind == "tool":
-            task.rec[node.index] = [None, None, None, None, now, now, None, None]
             dur = node.tool_s * math.exp(node.tool_sigma * self.rng.standard_normal()) if node.tool_sigma else node.tool_s
             ev = self.env.timeout(dur)
-            ev.callbacks.append(lambda _e: self._node_done(task, node.index, self.env.now))
+            ev.callbacks.append(lambda _e: self._node_done(run, node.index, self.env.now))
             return
         self._seq += 1
         r = LLMRequest(
-            request_id=f"{task.id}/{node.name}", task_id=task.id, model=node.model,
-            prompt_tokens=task.prompt, output_tokens=task.output, arrival_s=now,
-            deadline_s=task.deadlines[node.index],
-            ttft_only=node.ttft_only, seq=self._seq, ref=(task, node.index),
+            request_id=f"{run.task_id}/{node.name}", task_id=run.task_id, model=node.model,
+            prompt_tokens=run.prompt_tokens, output_tokens=run.output_tokens, arrival_s=now,
+            deadline_s=run.deadlines[node.index],
+            ttft_only=node.ttft_only, seq=self._seq, record=rec, ref=(run, node.index),
         )
-        task.rec[node.index] = [None, None, None, None, now, None, None, None]
-        self._route(r)
+        self.pools[node.model].submit(r, now)
 
-    def _route(self, r: LLMRequest) -> None:
-        now = self.env.now
-        ready = self.ready[r.model]
-        if not ready:
-            self.unrouted[r.model].append(r)
-            return
-        choice = self.router.route(r, ready, now)
-        if isinstance(choice, Retry):
-            self.pending[r.model] += 1
-            ev = self.env.timeout(choice.delay_s)
-            ev.callbacks.append(lambda _e: self._retry(r))
-            return
-        k, task_node = choice.replica, r.ref
-        r.priority = choice.priority
-        rec = task_node[0].rec[task_node[1]]
-        wait = choice.wait_s if choice.wait_s is not None else k.wait_s(now)
-        rec[0], rec[1], rec[2], rec[3] = k.id, choice.priority, r.deadline_s - now, wait
-        self.scalers[r.model].on_routed(r, choice.priority, now)
-        k.enqueue(r)
-        k.driver.requests += 1
+    # -- what the pools ask of the simulator -------------------------------------------
+    def _call_later(self, delay_s: float, fn) -> None:
+        ev = self.env.timeout(delay_s)
+        ev.callbacks.append(lambda _e: fn(self.env.now))
+
+    def _dispatch(self, k: ReplicaState, r: LLMRequest) -> None:
         k.driver.engine.notify()
 
-    def _retry(self, r: LLMRequest) -> None:
-        self.pending[r.model] -= 1
-        self._route(r)
+    def _reject(self, r: LLMRequest) -> None:
+        self._fail_node(r, self.env.now, f"no replica of model {r.model!r} is ready or starting")
 
     # -- engine events -----------------------------------------------------------------
     def on_start(self, r: LLMRequest, now: float) -> None:
-        task, i = r.ref
-        task.rec[i][5] = now
+        r.record.start_s = now
 
     def on_first_token(self, r: LLMRequest, now: float) -> None:
-        task, i = r.ref
-        task.rec[i][6] = now
+        r.record.first_token_s = now
 
     def on_finish(self, r: LLMRequest, now: float) -> None:
-        task, i = r.ref
-        replica = self._by_id[task.rec[i][0]]
-        if replica.state.state == "draining" and replica.state.ongoing == 0:
-            self._finalize_replica(replica, now)
-        self._node_done(task, i, now)
+        self.pools[r.model].call_ended(self._replica_of(r), now)
+        run, i = r.ref
+        self._node_done(run, i, now)
 
     def on_fail(self, r: LLMRequest, now: float, why: str) -> None:
-        task, i = r.ref
-        task.rec[i][7] = now
-        self._end_task(task, now, "failed", f"node {task.plan.nodes[i].name}: {why}")
+        self.pools[r.model].call_ended(self._replica_of(r), now)
+        self._fail_node(r, now, why)
 
-    def _node_done(self, task: _Task, i: int, now: float) -> None:
-        if task.done:
+    def _fail_node(self, r: LLMRequest, now: float, why: str) -> None:
+        run, i = r.ref
+        rec = r.record
+        rec.end_s, rec.status, rec.error = now, "failed", why
+        self._end_task(run, now, "failed", f"node {run.plan.nodes[i].name}: {why}")
+
+    def _replica_of(self, r: LLMRequest) -> ReplicaState:
+        return self.pools[r.model].by_id[r.record.replica]
+
+    def _node_done(self, run: TaskRun, i: int, now: float) -> None:
+        for node in run.node_done(i, now):
+            self._start_node(run, node)
+        if run.finished and not run.done:
+            self._end_task(run, now, "ok", None)
+
+    def _end_task(self, run: TaskRun, now: float, status: str, error: str | None) -> None:
+        row = run.end(now, status, error)
+        if row is None:
             return
-        task.rec[i][7] = now
-        task.left -= 1
-        nodes = task.plan.nodes
-        for j in nodes[i].successors:
-            task.waiting[j] -= 1
-            if task.waiting[j] == 0:
-                self._start_node(task, nodes[j])
-        if task.left == 0:
-            self._end_task(task, now, "ok", None)
-
-    def _end_task(self, task: _Task, now: float, status: str, error: str | None) -> None:
-        task.done = True
-        del self.open[task.id]
-        first = task.rec[task.plan.streamed]
-        ttft = first[6] - task.arrival if first is not None and first[6] is not None else None
-        e2e = now - task.arrival if status == "ok" else None
-        metric = ttft if task.plan.metric == "ttft" else e2e
-        met = status == "ok" and metric is not None and metric <= task.sla + 1e-12
-        self.tasks.add((task.id, task.plan.name, task.plan.metric, task.arrival, ttft, e2e, task.sla, met, status, error))
-        self._write_nodes(task, status)
+        del self.open[run.task_id]
+        self.tasks.add(row)
+        for node_row in run.node_rows():
+            self.nodes.add(node_row)
         self.finished += 1
         if self.on_task_done:
             self.on_task_done()
         if self.finished == len(self.trace):
             self._all_done.succeed()
 
-    def _write_nodes(self, task: _Task, task_status: str) -> None:
-        for n, rec in zip(task.plan.nodes, task.rec):
-            if rec is None:
-                continue
-            replica, prio, slk, pred, queued, start, first, end = rec
-            wait = start - queued if start is not None else None
-            status = "ok" if end is not None else task_status
-            self.nodes.add((task.id, n.name, n.kind, n.model, replica, prio, slk, pred, wait,
-                            task.deadlines[n.index], queued, start, first, end,
-                            task.prompt if n.kind == "llm" else None,
-                            task.output if n.kind == "llm" else None, status))
-
     # -- replicas and scaling ----------------------------------------------------------
     def _add_replica(self, model: str, warm: bool) -> bool:
-        profile, spec = self.profiles[model], self.exp.models[model]
+        profile, spec, pool = self.profiles[model], self.exp.models[model], self.pools[model]
         machine = self.cluster.place(profile.accelerators_per_replica)
         if machine is None:
             return False
         now = self.env.now
         self._replica_no += 1
-        state = ReplicaState(f"{model}-{self._replica_no}", model, profile, spec.max_num_seqs,
-                             by_deadline=self.router.by_deadline, asked_s=now)
+        state = pool.new_replica(f"{model}-{self._replica_no}", now)
         engine = Engine(self.env, state, profile, self,
                         max_num_seqs=spec.max_num_seqs,
                         max_num_batched_tokens=spec.max_num_batched_tokens,
                         chunked_prefill=spec.chunked_prefill,
                         kv_capacity_tokens=spec.kv_capacity_tokens or profile.kv_capacity_tokens)
-        replica = _Replica(state, engine, machine, spec)
-        state.driver = replica
-        self.replicas[model].append(replica)
-        self._by_id[state.id] = replica
+        state.driver = _Replica(state, engine, machine)
         if warm:
-            self._make_ready(replica, now)
+            pool.mark_ready(state, now)
         else:
             ev = self.env.timeout(profile.cold_start_s)
-            ev.callbacks.append(lambda _e: self._make_ready(replica, self.env.now))
+            ev.callbacks.append(lambda _e: pool.mark_ready(state, self.env.now))
         return True
 
-    def _make_ready(self, replica: _Replica, now: float) -> None:
-        if replica.state.state != "starting":
-            return  # released while starting
-        replica.ready_s = now
-        replica.state.mark_ready(now)
-        model = replica.state.model
-        self.ready[model].append(replica.state)
-        waiting, self.unrouted[model] = self.unrouted[model], []
-        for r in waiting:
-            self._route(r)
-
     def _scale_loop(self, model: str):
-        scaler, profile = self.scalers[model], self.profiles[model]
+        pool, profile = self.pools[model], self.profiles[model]
+        add = lambda: self._add_replica(model, warm=False)  # noqa: E731
         while True:
-            yield self.env.timeout(scaler.interval_s)
-            now = self.env.now
-            states = [r.state for r in self.replicas[model]]
-            decision = scaler.decide(now, states, self.cluster.room(profile.accelerators_per_replica), self.pending[model])
-            for _ in range(decision.add):
-                self._add_replica(model, warm=False)
-            for state in decision.release:
-                self._release(state.driver, now)
+            yield self.env.timeout(pool.scaler.interval_s)
+            pool.scale(self.env.now, self.cluster.room(profile.accelerators_per_replica), add)
 
-    def _release(self, replica: _Replica, now: float) -> None:
-        state = replica.state
-        if state.state == "ready":
-            self.ready[state.model].remove(state)
-        if state.state in ("starting", "ready"):
-            state.state = "draining"
-        if state.ongoing == 0:
-            self._finalize_replica(replica, now)
-
-    def _finalize_replica(self, replica: _Replica, now: float) -> None:
-        state = replica.state
-        state.state = "released"
-        replica.released_s = now
-        self.replicas[state.model].remove(replica)
-        self.cluster.give_back(replica.machine, state.profile.accelerators_per_replica)
-        self._write_replica(replica, now)
+    def _released(self, k: ReplicaState) -> None:
+        replica = k.driver
+        self.cluster.give_back(replica.machine, k.profile.accelerators_per_replica)
+        self._write_replica(replica, k.released_s)
 
     def _write_replica(self, replica: _Replica, end: float) -> None:
         s = replica.state
-        self.replica_rows.add((s.id, s.model, replica.machine, s.asked_s, replica.ready_s,
-                               replica.released_s if replica.released_s is not None else end,
-                               replica.engine.busy_until_now(end), replica.requests))
+        self.replica_rows.add((s.id, s.model, replica.machine, s.asked_s, s.ready_s,
+                               s.released_s if s.released_s is not None else end,
+                               replica.engine.busy_until_now(end), s.requests))
 
     def _close(self, end: float) -> None:
-        for task in list(self.open.values()):
-            self._end_task(task, end, "timeout", f"not finished {self.exp.drain_s:g} s after the last arrival")
-        for model in self.replicas:
-            for replica in self.replicas[model]:
-                self._write_replica(replica, end)
+        for run in list(self.open.values()):
+            self._end_task(run, end, "timeout", f"not finished {self.exp.drain_s:g} s after the last arrival")
+        for pool in self.pools.values():
+            for k in pool.replicas:
+                self._write_replica(k.driver, end)
         for w in (self.tasks, self.nodes, self.replica_rows):
             w.close()
-
-

@@ -83,7 +83,7 @@ def fake_vllm(mode: str = "ok", served: str = SERVED, seen: list | None = None) 
 
 
 def deploy_tree(urls: list[str], **over) -> dict:
-    model = {"profile": ROUND, "served_model": SERVED, "replicas": len(urls), "max_concurrency": 4,
+    model = {"profile": ROUND, "served_model": SERVED, "replicas": len(urls), "max_num_seqs": 4,
              "priority_scheduling": True, "request_timeout_s": 5.0, "first_byte_timeout_s": 1.0}
     model.update(over.pop("model", {}))
     tree = {"router": "round_robin", "default_task_type": "generation", "tools": {"retrieve": 0.05, "validate": 0.1},
@@ -498,7 +498,7 @@ def test_a_call_on_its_way_to_a_replica_taken_out_fails_its_attempt_not_the_gate
     retried elsewhere), not raise out of the gateway as a 500."""
     from cato_core.profile import DeviceProfile
     from cato_core.replica import ReplicaState
-    from cato_live.gateway.dispatch import Call, LiveReplica
+    from cato_live.gateway.live_pool import Call, LiveReplica
     from cato_live.gateway.forward import _AttemptFailed, _attempt
     from cato_live.provisioners.base import ReplicaHandle
     from cato_live.gateway.replica_client import replica_session

@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import itertools
 import json
-import time
-from collections import deque
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -33,45 +30,24 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from cato_core.request import LLMRequest
-from cato_core.task_plan import NodePlan, compile_plans
 from cato_live import headers as H
 from cato_live.gateway.api_error import ApiError
 from cato_live.gateway.call_spec import parse_call
 from cato_live.deploy import Deploy
-from cato_live.gateway.dispatch import Call, LiveReplica
-from cato_live.gateway.fleet import Fleet
+from cato_live.gateway.live_pool import Call
 from cato_live.error_text import describe, excerpt
 from cato_live.gateway.forward import StreamBroken, Upstream, open_call
 from cato_live.provisioners.base import Provisioner
 from cato_live.provisioners.registry import make_provisioner
-from cato_live.gateway.call_record import CallRecord
+from cato_live.gateway.state import GatewayState
 from cato_live.gateway.tasks_endpoint import parse_task, run_task
 
 DONE_TAIL = 32  # bytes kept to see an OpenAI stream's closing "data: [DONE]"
 PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 
 
-class Gateway:
-    """The gateway's state: the fleet of replicas, compiled task types and call records."""
-
-    def __init__(self, deploy: Deploy, provisioner: Provisioner, clock=time.monotonic):
-        self.deploy = deploy
-        self.fleet = Fleet(deploy, provisioner, clock)
-        self.plans = compile_plans(deploy.task_types, deploy.default_model, deploy.tools)
-        self.profiles = {m: deploy.profile(m) for m in deploy.models}
-        self.records: deque[CallRecord] = deque(maxlen=deploy.records_kept)
-        self._seq = itertools.count(1)
-        self._auth = f"Bearer {deploy.token}".encode() if deploy.token else None
-
-    async def start(self) -> None:
-        await self.fleet.start()
-
-    async def close(self) -> None:
-        await self.fleet.close()
-
-    def next_seq(self) -> int:
-        return next(self._seq)
+class Gateway(GatewayState):
+    """The gateway as its endpoints see it: the state plus the HTTP plumbing of each call."""
 
     # -- request plumbing ----------------------------------------------------------------
     def check_auth(self, request: Request) -> None:
@@ -103,34 +79,6 @@ class Gateway:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             raise ApiError(400, f"the body is not valid JSON ({str(e)[:120]})") from None
-
-    def new_call(self, model: str, task_id: str | None, task_type: str, node: NodePlan, prompt_tokens: int,
-                 output_tokens: int, deadline_s: float, sla_s: float, body: dict, path: str,
-                 stream: bool, now: float | None = None) -> Call:
-        """A call received at ``now`` (default: now), recorded from the start."""
-        now = self.fleet.now() if now is None else now
-        seq = self.next_seq()
-        task_id = task_id or f"call-{seq}"
-        rec = CallRecord(task_id, task_type, node.name, "llm", model, deadline_s, sla_s, now,
-                         prompt_tokens, output_tokens, stream)
-        self.records.append(rec)
-        r = LLMRequest(f"{task_id}/{node.name}", task_id, model, prompt_tokens, output_tokens, now,
-                       deadline_s, ttft_only=node.ttft_only, seq=seq)
-        call = Call(r, body, path, stream, rec, now + self.deploy.models[model].request_timeout_s)
-        r.ref = call
-        return call
-
-    def end_call(self, call: Call, rep: LiveReplica | None, status: str, error: str | None = None) -> None:
-        rec = call.record
-        rec.end_s, rec.status, rec.error = self.fleet.now(), status, error
-        pool = self.fleet.pools[call.r.model]
-        if rep is not None:
-            pool.done(rep, call)
-        if status == "ok":
-            if rec.missed(call.r.ttft_only):
-                self.fleet.metrics.violation(call.r.model, rec.task_type)
-        elif status != "rejected":
-            self.fleet.metrics.failure(call.r.model, status)
 
     # -- endpoints -----------------------------------------------------------------------
     async def llm_call(self, kind: str, request: Request) -> Response:

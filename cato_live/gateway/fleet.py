@@ -3,8 +3,8 @@
 Clock: ``time.monotonic()`` relative to the fleet's creation, passed to the core as ``now``.
 A replica counts as provisioned from the moment it is asked for (``asked_s``) through its
 cold start (``ready_s``) to its release (``released_s``). Every model has its own scaler,
-asked every ``interval_s`` (``decide(now, replicas, free, pending)``); the fleet carries out
-its decision: start replicas, or drain them and stop them once idle.
+asked every ``interval_s`` through the core's pool (``ModelPool.scale``); the fleet starts the
+replicas it adds, and stops those the pool releases once they are drained.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from cato_core.routers import make_router
 from cato_core.scalers import make_scaler
 from cato_live.deploy import Deploy
-from cato_live.gateway.dispatch import LiveReplica, ModelPool
+from cato_live.gateway.live_pool import LivePool, LiveReplica
 from cato_live.gateway.prometheus import GatewayMetrics
 from cato_live.provisioners.base import Provisioner
 from cato_live.gateway.replica_client import replica_session
@@ -38,9 +38,9 @@ class Fleet:
         self.router = make_router(deploy.router, deploy.router_params, seed=deploy.seed)
         self.metrics = GatewayMetrics(lambda: self.pools.values())
         self.pools = {
-            m: ModelPool(m, deploy.profile(m), spec.max_concurrency, self.router,
-                         make_scaler(deploy.scaler, deploy.scaler_params), self.now, self.metrics,
-                         on_drained=self._stop_later)
+            m: LivePool(m, deploy.profile(m), spec.max_num_seqs, self.router,
+                        make_scaler(deploy.scaler, deploy.scaler_params), self.now, self.metrics,
+                        on_released=self._stop_later)
             for m, spec in deploy.models.items()
         }
         self._numbers = dict.fromkeys(deploy.models, 0)
@@ -78,8 +78,7 @@ class Fleet:
                 if rep.client is not None:
                     await rep.client.close()
                 if rep.state.state != "released":
-                    rep.state.state = "released"
-                    rep.released_s = self.now()
+                    rep.state.release(self.now())
         await self.provisioner.close()
 
     def rows(self) -> list[dict]:
@@ -98,7 +97,7 @@ class Fleet:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _start(self, pool: ModelPool, rep: LiveReplica) -> tuple[bool, LiveReplica]:
+    async def _start(self, pool: LivePool, rep: LiveReplica) -> tuple[bool, LiveReplica]:
         try:
             handle = await self.provisioner.start(pool.model, rep.id)
         except asyncio.CancelledError:
@@ -106,14 +105,15 @@ class Fleet:
         except Exception as e:  # noqa: BLE001  (any provisioner failure takes the replica out)
             rep.failed = f"{type(e).__name__}: {e}".strip().splitlines()[0]
             log.error("replica %s did not start: %s", rep.id, rep.failed)
-            pool.finalize(rep)
+            pool.release(rep)
             return False, rep
         rep.handle = handle
-        if rep.state.state == "draining":  # released while it was starting
-            pool.finalize(rep)
+        if rep.state.state == "released":  # released while it was starting
+            self._stop_later(rep)
             return True, rep
         pool.mark_ready(rep, handle, replica_session(self.deploy.models[pool.model]))
-        log.info("replica %s ready at %s after %.1f s", rep.id, handle.base_url, rep.ready_s - rep.state.asked_s)
+        log.info("replica %s ready at %s after %.1f s", rep.id, handle.base_url,
+                 rep.state.ready_s - rep.state.asked_s)
         return True, rep
 
     def _stop_later(self, rep: LiveReplica) -> None:
@@ -131,21 +131,21 @@ class Fleet:
 
         self._spawn(stop())
 
-    def fail(self, pool: ModelPool, rep: LiveReplica, reason: str) -> None:
+    def fail(self, pool: LivePool, rep: LiveReplica, reason: str) -> None:
         if rep.state.state != "released":
             log.warning("replica %s taken out of routing: %s", rep.id, reason)
             pool.fail(rep, reason)
 
-    async def _scale_loop(self, pool: ModelPool) -> None:
+    async def _scale_loop(self, pool: LivePool) -> None:
         scaler = pool.scaler
+
+        def add() -> None:
+            log.info("scaler %s adds a replica of %s", scaler.name, pool.model)
+            self._spawn(self._start(pool, pool.new_replica(self._next_id(pool.model))))
+
         while True:
             await asyncio.sleep(scaler.interval_s)
             cap = self.provisioner.capacity(pool.model)
-            decision = scaler.decide(self.now(), pool.states(), UNBOUNDED if cap is None else cap,
-                                     len(pool.unrouted) + pool.pending)
-            for _ in range(decision.add):
-                log.info("scaler %s adds a replica of %s", scaler.name, pool.model)
-                self._spawn(self._start(pool, pool.new_replica(self._next_id(pool.model))))
+            decision = pool.core.scale(self.now(), UNBOUNDED if cap is None else cap, add)
             for state in decision.release:
                 log.info("scaler %s releases %s", scaler.name, state.id)
-                pool.release(pool.by_id[state.id])

@@ -25,7 +25,7 @@ import aiohttp
 
 from cato_live.gateway.api_error import ApiError
 from cato_live.deploy import Deploy
-from cato_live.gateway.dispatch import Call, LiveReplica, ModelPool
+from cato_live.gateway.live_pool import Call, LivePool, LiveReplica
 from cato_live.error_text import describe, excerpt
 from cato_live.gateway.fleet import Fleet
 
@@ -82,7 +82,7 @@ async def _rest(rep: LiveReplica, response: aiohttp.ClientResponse) -> AsyncIter
                            isinstance(e, aiohttp.ServerTimeoutError)) from None
 
 
-async def _wait_grant(call: Call, pool: ModelPool) -> LiveReplica:
+async def _wait_grant(call: Call, pool: LivePool) -> LiveReplica:
     """Wait for a slot on some replica, until the call's request_timeout_s runs out."""
     try:
         async with asyncio.timeout(max(call.give_up_s - pool.clock(), 0.0)):
@@ -96,9 +96,9 @@ async def _wait_grant(call: Call, pool: ModelPool) -> LiveReplica:
         raise
 
 
-def _abandon(call: Call, pool: ModelPool) -> None:
+def _abandon(call: Call, pool: LivePool) -> None:
     """Skip the call wherever it is held; hand back a slot granted in the same instant."""
-    call.cancelled = True
+    call.r.cancelled = True
     g = call.granted
     if g.done() and not g.cancelled() and g.exception() is None:
         pool.done(g.result(), call)
@@ -152,7 +152,7 @@ async def _send(rep: LiveReplica, call: Call, content: bytes) -> Upstream:
         raise
 
 
-async def open_call(fleet: Fleet, pool: ModelPool, call: Call, deploy: Deploy) -> Upstream:
+async def open_call(fleet: Fleet, pool: LivePool, call: Call, deploy: Deploy) -> Upstream:
     """Route, wait for a slot and send; retry elsewhere on failure. The caller must hand the
     slot back with ``pool.done(up.replica, call)`` once it has read the answer."""
     send_priority = deploy.models[pool.model].priority_scheduling
@@ -177,8 +177,6 @@ async def open_call(fleet: Fleet, pool: ModelPool, call: Call, deploy: Deploy) -
         pool.done(rep, call)
         if failure.dead:
             fleet.fail(pool, rep, failure.reason)
-        call.tried.add(rep.id)
-        call.last_error = failure.reason
         now = pool.clock()
         why_not = None
         if len(rec.attempts) >= deploy.retry.max_attempts:
@@ -192,4 +190,4 @@ async def open_call(fleet: Fleet, pool: ModelPool, call: Call, deploy: Deploy) -
             raise ApiError(status, f"{failure.reason}; not retried: {why_not}",
                            "timeout_error" if failure.timeout else "upstream_error")
         pool.metrics.retry(pool.model)
-        call.new_attempt()
+        call.new_attempt(rep.id, failure.reason)

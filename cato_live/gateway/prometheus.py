@@ -18,7 +18,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 
 if TYPE_CHECKING:
-    from cato_live.gateway.dispatch import ModelPool
+    from cato_live.gateway.live_pool import LivePool
 
 STATES = ("starting", "ready", "draining", "released", "failed")
 
@@ -26,7 +26,7 @@ STATES = ("starting", "ready", "draining", "released", "failed")
 class _PoolCollector:
     """Gauges computed at scrape time from the live pools."""
 
-    def __init__(self, pools: Callable[[], Iterable[ModelPool]]):
+    def __init__(self, pools: Callable[[], Iterable[LivePool]]):
         self._pools = pools
 
     def collect(self):
@@ -44,7 +44,7 @@ class _PoolCollector:
                 queue.add_metric([pool.model, rep.id], rep.state.queued)
                 running.add_metric([pool.model, rep.id], rep.state.running)
             in_flight.add_metric([pool.model], pool.in_gateway())
-            pending.add_metric([pool.model], len(pool.unrouted) + pool.pending)
+            pending.add_metric([pool.model], pool.core.pending)
             counts = dict.fromkeys(STATES, 0)
             for rep in pool.history:
                 counts["failed" if rep.failed else rep.state.state] += 1
@@ -54,7 +54,7 @@ class _PoolCollector:
 
 
 class GatewayMetrics:
-    def __init__(self, pools: Callable[[], Iterable[ModelPool]]):
+    def __init__(self, pools: Callable[[], Iterable[LivePool]]):
         self.registry = CollectorRegistry()
         r = self.registry
         self._routed = Counter("cato_requests_routed", "Calls routed to a replica, by priority "
