@@ -111,7 +111,7 @@ def main() -> None:
         deploy = {"host": "127.0.0.1", "port": port, "router": "cato", "scaler": "fixed",
                   "default_task_type": "completion",
                   "models": {SERVED: {"profile": "codellama-7b_a100", "served_model": SERVED,
-                                      "replicas": 1, "max_concurrency": 256}},
+                                      "replicas": 1, "max_num_seqs": 256}},
                   "provisioner": {"kind": "static", "models": {SERVED: [vllm.url]}}}
         path = Path(tmp) / "deploy.yaml"
         path.write_text(yaml.safe_dump(deploy))

@@ -1,24 +1,15 @@
 """A vLLM-compatible OpenAI server whose responses are timed by the simulator's engine model.
 
-    python -m cato_emulator.server --profile codellama-7b_a100 --port 8001 [--host 127.0.0.1]
+    python -m cato_emulator --profile codellama-7b_a100 --port 8001 [--host 127.0.0.1]
         [--served-model-name NAME] [--max-num-seqs N] [--max-num-batched-tokens N]
         [--time-scale X] [--kv-capacity-tokens N] [--max-model-len N] [--no-chunked-prefill]
 
-For machines with no accelerator: a replica that behaves like vLLM in time. Each request is
-queued on a cato_core ReplicaState and run by cato_sim.engine.Engine (continuous batching,
-``max_num_seqs``, ``max_num_batched_tokens``, chunked prefill, KV capacity, step times from
-the device profile); the engine's first-token and finish events release the response.
+(``python -m cato_emulator.server`` is the same.) For machines with no accelerator: a
+replica that behaves like vLLM in time. This module is the HTTP side only; the replica (the
+simulator's engine on a real-time SimPy environment) is cato_emulator/replica.py, and its
+clock, with the timing model, cato_emulator/realtime.py.
 ``--time-scale X`` multiplies every emulated duration by X (0.5 = twice as fast as the
 profile says).
-
-Real time. The engine runs on a plain ``simpy.Environment`` driven from the asyncio loop
-(the asyncio equivalent of ``simpy.rt.RealtimeEnvironment(strict=False)``): a loop timer
-fires at the wall-clock time of the next simulated event and the environment is run up to
-the wall clock's now; a new request first brings the environment up to now, then is queued.
-Being late never shifts the model's schedule (events keep their simulated times), it only
-delays their delivery: by the loop's timer resolution (about 1 ms, epoll) plus whatever
-else the loop is doing. Everything happens in the loop's thread, so simpy is never touched
-from two threads and a new request wakes the engine at once (no polling).
 
 What is served, in vLLM's formats:
 - POST /v1/completions (``prompt`` as a token-ID list: its length; as text: an estimate of
@@ -48,7 +39,6 @@ import math
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Annotated, Optional
 
 import typer
@@ -56,156 +46,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from cato_core.errors import InputError
-from cato_core.profile import DeviceProfile
-from cato_core.replica import ReplicaState
-from cato_core.request import LLMRequest
+from cato_emulator.replica import EmulatedReplica, EmulatorConfig, Pending
 
 TOKEN_TEXT = " tok"
 CHARS_PER_TOKEN = 4
 DEFAULT_MAX_TOKENS = 16  # vLLM's default for /v1/completions
-
-
-@dataclass(frozen=True)
-class EmulatorConfig:
-    profile: DeviceProfile
-    served_model_name: str
-    max_num_seqs: int = 256
-    max_num_batched_tokens: int = 2048
-    chunked_prefill: bool = True
-    kv_capacity_tokens: int | None = None  # None: the profile's
-    max_model_len: int | None = None  # None: only the KV capacity limits a request
-    time_scale: float = 1.0  # real seconds per simulated second
-
-
-@dataclass
-class _Pending:
-    """One request in the engine: futures the HTTP handler waits on."""
-
-    request: LLMRequest
-    first_token: asyncio.Future
-    finished: asyncio.Future
-    times: dict = field(default_factory=dict)
-
-
-class RealtimeDriver:
-    """Runs a simpy Environment in step with the wall clock, from the asyncio loop."""
-
-    def __init__(self, env, loop: asyncio.AbstractEventLoop, time_scale: float):
-        self.env, self.loop, self.scale = env, loop, time_scale
-        self.t0 = loop.time()
-        self._timer: asyncio.TimerHandle | None = None
-
-    def sim_now(self) -> float:
-        return (self.loop.time() - self.t0) / self.scale
-
-    def sync(self) -> None:
-        """Process every simulated event due by now and bring the clock to now."""
-        now = self.sim_now()
-        if now > self.env.now:
-            self.env.run(until=now)
-
-    def tick(self) -> None:
-        """Sync, then arm a timer for the next simulated event."""
-        self._timer = None
-        self.sync()
-        self._arm()
-
-    def _arm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        nxt = self.env.peek()
-        if nxt != math.inf:
-            self._timer = self.loop.call_at(self.t0 + nxt * self.scale, self.tick)
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-
-class EmulatedReplica:
-    """One replica: a ReplicaState and an Engine on a real-time environment (EngineListener)."""
-
-    def __init__(self, cfg: EmulatorConfig, loop: asyncio.AbstractEventLoop):
-        import simpy
-
-        from cato_sim.engine import Engine
-
-        self.cfg = cfg
-        self.env = simpy.Environment()
-        self.driver = RealtimeDriver(self.env, loop, cfg.time_scale)
-        self.kv_capacity = cfg.kv_capacity_tokens or cfg.profile.kv_capacity_tokens
-        self.state = ReplicaState(cfg.served_model_name, cfg.served_model_name, cfg.profile, cfg.max_num_seqs,
-                                  by_deadline=True)
-        self.state.mark_ready(0.0)
-        self.engine = Engine(self.env, self.state, cfg.profile, self, max_num_seqs=cfg.max_num_seqs,
-                             max_num_batched_tokens=cfg.max_num_batched_tokens,
-                             chunked_prefill=cfg.chunked_prefill, kv_capacity_tokens=self.kv_capacity)
-        self.loop = loop
-        self._seq = 0
-        self.prompt_tokens_total = 0
-        self.generation_tokens_total = 0
-
-    def limit_error(self, prompt_tokens: int, max_tokens: int) -> str | None:
-        """Why a request can never run here (vLLM answers such requests with HTTP 400)."""
-        need = prompt_tokens + max_tokens
-        if self.cfg.max_model_len is not None and need > self.cfg.max_model_len:
-            return (f"This model's maximum context length is {self.cfg.max_model_len} tokens. However, you "
-                    f"requested {need} tokens ({prompt_tokens} in the messages, {max_tokens} in the completion).")
-        if need > self.kv_capacity:
-            return f"The request needs {need} KV-cache tokens; this replica holds {self.kv_capacity}."
-        return None
-
-    def submit(self, prompt_tokens: int, max_tokens: int, priority: int, task_id: str = "") -> _Pending:
-        self.driver.sync()
-        self._seq += 1
-        now = self.env.now
-        r = LLMRequest(request_id=f"emu-{self._seq}", task_id=task_id, model=self.cfg.served_model_name,
-                       prompt_tokens=prompt_tokens, output_tokens=max_tokens, arrival_s=now,
-                       deadline_s=now, priority=priority, seq=self._seq)
-        pending = _Pending(r, self.loop.create_future(), self.loop.create_future())
-        pending.times["queued"] = now
-        r.ref = pending
-        self.state.enqueue(r)
-        self.engine.notify()
-        self.driver.tick()
-        return pending
-
-    # -- EngineListener: called while the driver runs the environment, in the loop's thread
-    def on_start(self, r: LLMRequest, now: float) -> None:
-        r.ref.times["start"] = now
-
-    def on_first_token(self, r: LLMRequest, now: float) -> None:
-        r.ref.times["first_token"] = now
-        self.prompt_tokens_total += r.prompt_tokens
-        self.generation_tokens_total += 1
-        if not r.ref.first_token.done():
-            r.ref.first_token.set_result(now)
-
-    def on_finish(self, r: LLMRequest, now: float) -> None:
-        r.ref.times["end"] = now
-        self.generation_tokens_total += r.output_tokens - 1
-        if not r.ref.finished.done():
-            r.ref.finished.set_result(now)
-
-    def on_fail(self, r: LLMRequest, now: float, why: str) -> None:
-        for fut in (r.ref.first_token, r.ref.finished):
-            if not fut.done():
-                fut.set_exception(RuntimeError(why))
-
-    # -- what /metrics shows
-    @property
-    def running(self) -> int:
-        return self.engine.seqs
-
-    @property
-    def waiting(self) -> int:
-        return self.state.queued
-
-    @property
-    def kv_usage(self) -> float:
-        return self.engine.kv_used / self.kv_capacity
 
 
 class BadRequest(Exception):
@@ -266,7 +111,7 @@ def create_app(cfg: EmulatorConfig):
         try:
             yield
         finally:
-            app.state.replica.driver.close()
+            app.state.replica.close()
 
     app = FastAPI(title="CATO vLLM emulator", lifespan=lifespan)
 
@@ -344,7 +189,7 @@ def create_app(cfg: EmulatorConfig):
         return StreamingResponse(_stream(pending, rid, created, chat, max_tokens, include_usage, usage),
                                  media_type="text/event-stream")
 
-    async def _stream(pending: _Pending, rid, created, chat, max_tokens, include_usage, usage):
+    async def _stream(pending: Pending, rid, created, chat, max_tokens, include_usage, usage):
         obj = "chat.completion.chunk" if chat else "text_completion"
 
         def event(choices, u=None) -> str:

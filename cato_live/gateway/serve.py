@@ -1,8 +1,11 @@
 """Running the gateway in the foreground: replicas first, then HTTP, and a clean stop on signals.
 
 SIGINT (Ctrl-C) and SIGTERM stop the server gracefully and then every replica the
-provisioner started; a second signal skips waiting for open connections. A signal while
-the replicas are still starting stops the ones that started.
+provisioner started (Gateway.close -> Fleet.close -> the provisioner's close), before the
+process exits; a second signal skips waiting for open connections. A signal while the
+replicas are still starting stops the ones that started. Once the replicas are being
+stopped, further signals are ignored: cutting that short would leave them running (nothing
+else stops them, no atexit hook included).
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import sys
 import uvicorn
 
 from cato_live.deploy import Deploy
-from cato_live.gateway.fleet import StartupError
 from cato_live.gateway.app import Gateway, create_app
+from cato_live.gateway.fleet import StartupError
 from cato_live.provisioners.base import Provisioner
 
 EXIT_OK, EXIT_START_FAILED, EXIT_INTERRUPTED = 0, 1, 130
@@ -56,10 +59,12 @@ async def _main(deploy: Deploy, provisioner: Provisioner, log_level: str, access
     gw = Gateway(deploy, provisioner)
     server = _Server(uvicorn.Config(create_app(deploy, gateway=gw), host=deploy.host, port=deploy.port,
                                     log_level=log_level, access_log=access_log, lifespan="on"))
-    serving = False
+    serving = closing = False
 
     def on_signal() -> None:
-        if not serving:
+        if closing:
+            log.info("stopping the replicas; signal ignored")
+        elif not serving:
             main.cancel()
         elif server.should_exit:
             server.force_exit = True
@@ -83,6 +88,7 @@ async def _main(deploy: Deploy, provisioner: Provisioner, log_level: str, access
         await server.serve()
         return EXIT_OK
     finally:
+        closing = True
         await gw.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

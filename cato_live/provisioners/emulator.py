@@ -1,4 +1,4 @@
-"""The ``emulator`` provisioner: each replica a ``python -m cato_emulator.server`` subprocess.
+"""The ``emulator`` provisioner: each replica a ``python -m cato_emulator`` subprocess.
 
 DEPLOY.yaml::
 
@@ -15,15 +15,17 @@ DEPLOY.yaml::
       python: null               # null: this Python
 
 Each model's profile (DEPLOY's ``models.<name>.profile``) is written to a YAML file the
-child reads; ``max_concurrency`` becomes the emulator's ``--max-num-seqs`` and the served
+child reads; ``max_num_seqs`` becomes the emulator's ``--max-num-seqs`` and the served
 name DEPLOY's ``served_model`` (default: the model key).
 
 For machines with no accelerator: the emulator is a vLLM-compatible server timed by the
-simulator's engine model and a device profile (see cato_emulator/server.py). It runs as a
-child process, so cato_live never imports cato_sim. ``start`` picks a free port, spawns
-the process in its own session (its log in ``log_dir``) and returns once GET /v1/models
-lists the served name; the time that takes is the replica's real cold start (about a
-second: Python start-up and imports), not the profile's ``cold_start_s``.
+simulator's engine model and a device profile (see cato_emulator/). It runs as a child
+process, so cato_live imports neither cato_emulator nor cato_sim. ``start`` picks a free
+port, spawns the process in its own process group (cato_live.provisioners.child_process;
+its log in ``log_dir``) and returns once GET /v1/models lists the served name; the time
+that takes is the replica's real cold start (about a second: Python start-up and imports),
+not the profile's ``cold_start_s``. ``stop`` and ``close`` stop the process group (SIGTERM,
+then SIGKILL after ``STOP_GRACE_S``); nothing else does, so the owner closes the provisioner.
 
 Per model (DEPLOY.yaml's models key), an :class:`EmulatorSpec`: the profile and engine
 limits. The served name defaults to the model key, so requests need no renaming.
@@ -33,28 +35,27 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
+import shutil
 import sys
 import tempfile
-import time
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cato_core.errors import InputError
 from cato_core.profile import DeviceProfile
 from cato_live.provisioners.base import ReplicaHandle
-from cato_live.provisioners.vllm_process import free_port
+from cato_live.provisioners.child_process import ChildProcess, ChildStartError, free_port, lists_model
+
+STOP_GRACE_S = 5.0  # SIGTERM, then SIGKILL after this long
 
 
 class EmulatorStartError(RuntimeError):
-    """The emulator exited early or did not answer in time (the message has its log tail)."""
+    """No replica of that model can start here (no spec, already running, no room)."""
 
 
 class EmulatorOptions(BaseModel):
@@ -86,7 +87,7 @@ class EmulatorSpec:
     extra_args: tuple[str, ...] = ()
 
     def command(self, python: str, host: str, port: int, served: str, profile_ref: str) -> list[str]:
-        cmd = [python, "-m", "cato_emulator.server", "--profile", profile_ref, "--host", host, "--port", str(port),
+        cmd = [python, "-m", "cato_emulator", "--profile", profile_ref, "--host", host, "--port", str(port),
                "--served-model-name", served, "--max-num-seqs", str(self.max_num_seqs),
                "--max-num-batched-tokens", str(self.max_num_batched_tokens), "--time-scale", repr(self.time_scale)]
         if not self.chunked_prefill:
@@ -99,9 +100,9 @@ class EmulatorSpec:
 
 
 def _project_root() -> Path | None:
-    """The folder holding cato_sim when running from a source tree (None if installed)."""
+    """The folder holding cato_emulator when running from a source tree (None if installed)."""
     root = Path(__file__).resolve().parents[2]
-    return root if (root / "cato_emulator" / "server.py").is_file() else None
+    return root if (root / "cato_emulator" / "__main__.py").is_file() else None
 
 
 class EmulatorProvisioner:
@@ -122,7 +123,7 @@ class EmulatorProvisioner:
                 field = "provisioner." + ".".join(str(x) for x in err["loc"])
                 raise InputError(deploy.source, field, err["msg"]) from None
             models = {m: EmulatorSpec(profile=deploy.profile(m), served_model_name=deploy.served_name(m),
-                                      max_num_seqs=spec.max_concurrency,
+                                      max_num_seqs=spec.max_num_seqs,
                                       max_num_batched_tokens=opts.max_num_batched_tokens,
                                       chunked_prefill=opts.chunked_prefill,
                                       kv_capacity_tokens=opts.kv_capacity_tokens, max_model_len=opts.max_model_len,
@@ -138,7 +139,7 @@ class EmulatorProvisioner:
         self.ready_timeout_s = opts.ready_timeout_s
         self.log_dir = Path(opts.log_dir) if opts.log_dir else None
         self.env_overrides = dict(env or {})
-        self.procs: dict[str, tuple[asyncio.subprocess.Process, ReplicaHandle]] = {}
+        self.procs: dict[str, tuple[ChildProcess, ReplicaHandle]] = {}
         self._profile_dir: Path | None = None  # profiles given as objects are written here
 
     # -- Provisioner --------------------------------------------------------------------
@@ -159,7 +160,7 @@ class EmulatorProvisioner:
         for _ in range(3):  # a free port can be taken between picking and binding it: retry
             try:
                 return await self._start_once(model, replica_id)
-            except EmulatorStartError as e:
+            except ChildStartError as e:
                 last = e
                 if "address already in use" not in str(e):
                     raise
@@ -168,11 +169,13 @@ class EmulatorProvisioner:
     async def stop(self, handle: ReplicaHandle) -> None:
         entry = self.procs.pop(handle.replica_id, None)
         if entry is not None:
-            await _terminate(entry[0])
+            await asyncio.to_thread(entry[0].stop, STOP_GRACE_S)
 
     async def close(self) -> None:
+        """Stop every emulator this provisioner started (idempotent)."""
         entries, self.procs = list(self.procs.values()), {}
-        await asyncio.gather(*(_terminate(p) for p, _ in entries), return_exceptions=True)
+        await asyncio.gather(*(asyncio.to_thread(child.stop, STOP_GRACE_S) for child, _ in entries),
+                             return_exceptions=True)
         if self._profile_dir is not None:
             shutil.rmtree(self._profile_dir, ignore_errors=True)
             self._profile_dir = None
@@ -203,70 +206,17 @@ class EmulatorProvisioner:
         port = free_port(self.host)
         profile_ref = self._profile_ref(model)
         cmd = spec.command(self.python, self.host, port, served, profile_ref)
-        log_dir = self.log_dir or Path(tempfile.gettempdir())
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / f"emulator-{replica_id}-{port}.log"
-        with open(log_path, "ab") as log:
-            log.write(("$ " + " ".join(cmd) + "\n").encode())
-            log.flush()
-            proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL, stdout=log,
-                                                        stderr=asyncio.subprocess.STDOUT, env=self._environment(),
-                                                        start_new_session=True)
+        log_path = (self.log_dir or Path(tempfile.gettempdir())) / f"emulator-{replica_id}-{port}.log"
+        child = ChildProcess(cmd, self._environment(), log_path, "emulator").start()
         url = f"http://{self.host}:{port}"
         handle = ReplicaHandle(replica_id, model, served, url, 0,
-                               {"pid": proc.pid, "port": port, "log_path": str(log_path), "profile": profile_ref})
-        t0 = time.monotonic()
+                               {"pid": child.pid, "port": port, "log_path": str(log_path), "profile": profile_ref})
+        self.procs[replica_id] = (child, handle)  # from now on, close() stops it too
         try:
-            await self._wait_ready(proc, url, served, log_path)
+            handle.meta["ready_s"] = await asyncio.to_thread(child.wait_ready, url + "/v1/models",
+                                                             self.ready_timeout_s, lists_model(served), 0.1)
         except BaseException:
-            await _terminate(proc)
+            self.procs.pop(replica_id, None)
+            await asyncio.to_thread(child.stop, STOP_GRACE_S)
             raise
-        handle.meta["ready_s"] = time.monotonic() - t0
-        self.procs[replica_id] = (proc, handle)
         return handle
-
-    async def _wait_ready(self, proc, url: str, served: str, log_path: Path) -> None:
-        deadline = time.monotonic() + self.ready_timeout_s
-        async with httpx.AsyncClient(trust_env=False, timeout=2.0) as client:
-            while True:
-                if proc.returncode is not None:
-                    raise EmulatorStartError(f"emulator exited with code {proc.returncode} before it was ready; "
-                                             f"log {log_path}:\n{_tail(log_path)}")
-                try:
-                    resp = await client.get(url + "/v1/models")
-                    if resp.status_code == 200 and any(m.get("id") == served for m in resp.json().get("data", [])):
-                        return
-                except (httpx.HTTPError, ValueError):
-                    pass
-                if time.monotonic() >= deadline:
-                    raise EmulatorStartError(f"emulator not ready after {self.ready_timeout_s:g} s; "
-                                             f"log {log_path}:\n{_tail(log_path)}")
-                try:
-                    await asyncio.wait_for(proc.wait(), 0.1)
-                except TimeoutError:
-                    pass
-
-
-async def _terminate(proc: asyncio.subprocess.Process, grace_s: float = 5.0) -> None:
-    """SIGTERM the emulator's process group, SIGKILL it after ``grace_s``."""
-    if proc.returncode is None:
-        _signal_group(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), grace_s)
-        except TimeoutError:
-            _signal_group(proc.pid, signal.SIGKILL)
-            await proc.wait()
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""

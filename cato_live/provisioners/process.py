@@ -15,10 +15,11 @@
 A replica takes ``devices_per_replica`` ids from the pool and sees only them:
 CUDA_VISIBLE_DEVICES (cuda), ASCEND_RT_VISIBLE_DEVICES (ascend), or its OpenMP threads
 bound to those cores with VLLM_CPU_OMP_THREADS_BIND (cpu). The server gets
-``--max-num-seqs`` = the model's max_concurrency and, with priority_scheduling,
+``--max-num-seqs`` = the model's max_num_seqs and, with priority_scheduling,
 ``--scheduling-policy priority`` (a replica spanning devices needs ``--tensor-parallel-size``
-in its ``args``). Servers stop (SIGTERM to their process group, then
-SIGKILL) on release, on gateway shutdown and, as a last resort, at interpreter exit.
+in its ``args``). A server stops (SIGTERM to its process group, then SIGKILL: see
+cato_live.provisioners.child_process) on release and on ``close``, which the gateway calls
+on shutdown (SIGINT, SIGTERM); nothing stops it at interpreter exit.
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ class ProcessModel(BaseModel):
     max_model_len: int = Field(default=2048, ge=16)
     env: dict[str, str] = Field(default_factory=dict)
 
-    def vllm_args(self, max_concurrency: int) -> list[str]:
+    def vllm_args(self, max_num_seqs: int) -> list[str]:
         """``args``, with vLLM's --max-num-seqs set to the gateway's slots unless given."""
-        return self.args if "--max-num-seqs" in self.args else [*self.args, "--max-num-seqs", str(max_concurrency)]
+        return self.args if "--max-num-seqs" in self.args else [*self.args, "--max-num-seqs", str(max_num_seqs)]
 
 
 class ProcessConfig(BaseModel):
@@ -88,7 +89,7 @@ class ProcessProvisioner:
 
     def _server(self, model: str, replica_id: str, devices: list[int]) -> VllmServer:
         c, spec, m = self.config, self.deploy.models[model], self.config.models[model]
-        args = m.vllm_args(spec.max_concurrency)
+        args = m.vllm_args(spec.max_num_seqs)
         env = {**c.env, **m.env, DEVICE_ENV[c.device]: ",".join(map(str, devices))}
         log = self.log_dir / f"{replica_id}.log" if self.log_dir else None
         return VllmServer(self.python, self.paths[model], None, self.deploy.served_name(model),
@@ -104,12 +105,12 @@ class ProcessProvisioner:
         server = self._server(model, replica_id, devices)
         self._servers[replica_id] = (server, devices)
         try:
-            await asyncio.to_thread(server.start)
+            server.start()  # before any await: close() or a cancelled start finds the process
             await asyncio.to_thread(server.wait_ready, self.config.ready_timeout_s)
         except BaseException:
             await self._stop(replica_id)
             raise
-        meta = {"pid": server.proc.pid, "device": self.config.device, "devices": devices,
+        meta = {"pid": server.pid, "device": self.config.device, "devices": devices,
                 "log": str(server.log_path), "ready_seconds": server.ready_seconds}
         return ReplicaHandle(replica_id, model, server.served_name, server.url, 0, meta)
 

@@ -70,7 +70,7 @@ class VllmActor:
         self.server = VllmServer(**self.kwargs, host=host)
         self.server.start()
         self.server.wait_ready(timeout=ready_timeout_s)
-        return {"url": self.server.url, "pid": self.server.proc.pid, "node_ip": node_ip,
+        return {"url": self.server.url, "pid": self.server.pid, "node_ip": node_ip,
                 "node_id": ray.get_runtime_context().get_node_id(), "log": str(self.server.log_path),
                 "ready_seconds": self.server.ready_seconds}
 
@@ -122,7 +122,7 @@ class RayProvisioner:
                 raise RuntimeError(f"no free CPU core for {replica_id} (cores {c.cpu_cores})")
             self._cores[replica_id] = free[0]
             env["VLLM_CPU_OMP_THREADS_BIND"] = str(free[0])
-        args = m.vllm_args(spec.max_concurrency)
+        args = m.vllm_args(spec.max_num_seqs)
         kwargs = {"python": self.python, "model_dir": self.paths[model], "served_name": self.deploy.served_name(model),
                   "extra_args": args, "env": env, "max_model_len": m.max_model_len,
                   "priority_scheduling": spec.priority_scheduling}

@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from cato_live.provisioners.child_process import ChildStartError  # noqa: E402
+from cato_live.provisioners.vllm_process import VllmServer, free_port  # noqa: E402
 from cato_live.tiny_model import is_built  # noqa: E402  (stdlib-only at import time)
-from cato_live.provisioners.vllm_process import VllmServer, VllmServerError, free_port  # noqa: E402
 
 SERVED_NAME = "cato-tiny"
 
@@ -152,7 +153,7 @@ def vllm_server(vllm_python, tiny_model_dir, tmp_path_factory):
     try:
         try:
             server.wait_ready(timeout=timeout)
-        except VllmServerError as exc:
+        except ChildStartError as exc:
             pytest.fail(str(exc), pytrace=False)
         # Warm-up: the first request after start-up is slow (65-120 ms vs about 40 ms).
         t0 = time.perf_counter()

@@ -1,7 +1,9 @@
 """`cato-live serve` end to end with the process provisioner and real vLLM: the CATO scaler adds
 a replica on violations, a replica killed mid-run loses no call, and Ctrl-C stops everything.
+Then SIGTERM and SIGINT each to a gateway of its own: every process it started is gone when
+it exits.
 
-One gateway process for the module; at most two vLLM servers at a time (one per core).
+One gateway process for the first tests; at most two vLLM servers at a time (one per core).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -21,6 +24,7 @@ from cato_live.provisioners.vllm_process import free_port
 from tests.test_gateway_unit import read_sse
 
 from .conftest import ROOT, SERVED_NAME
+from .processes import descendants, gone
 from .test_gateway import TINY_CPU
 
 pytestmark = pytest.mark.live
@@ -83,7 +87,7 @@ def cli(vllm_python, tiny_model_dir, tmp_path_factory):
         "scaler_params": {"window_s": 0.5, "max_exceeded_times": 1, "scale_per_violation": 1.0,
                           "idle_timeout_s": 600, "min_replicas": 1, "max_replicas": 2},
         "default_task_type": "generation",
-        "models": {"tiny": {"profile": TINY_CPU, "served_model": SERVED_NAME, "replicas": 1, "max_concurrency": 8,
+        "models": {"tiny": {"profile": TINY_CPU, "served_model": SERVED_NAME, "replicas": 1, "max_num_seqs": 8,
                             "priority_scheduling": True, "request_timeout_s": 60, "first_byte_timeout_s": 10}},
         "provisioner": {"kind": "process", "python": vllm_python, "device": "cpu", "devices": [0, 1],
                         "log_dir": str(tmp / "vllm"),
@@ -218,3 +222,36 @@ def test_ctrl_c_stops_the_gateway_and_every_replica(cli):
     assert cli.proc.wait(60) == 0, cli.log()
     assert not any(alive(p) for p in pids), cli.log()
     assert "Traceback" not in cli.log()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_every_replica_the_gateway_started(sig, vllm_python, tiny_model_dir, tmp_path):
+    """experiments/deploy/process_cpu.yaml with one replica: after the signal, the gateway exits
+    0 and each process it had started (vLLM's API server, its engine core, ...) is gone."""
+    deploy = yaml.safe_load((ROOT / "experiments/deploy/process_cpu.yaml").read_text())
+    deploy["models"]["tiny"]["replicas"] = 1
+    deploy["provisioner"].update(python=vllm_python, devices=[0], log_dir=str(tmp_path / "vllm"),
+                                 ready_timeout_s=float(os.environ.get("CATO_VLLM_READY_TIMEOUT", "180")))
+    deploy["provisioner"]["models"]["tiny"]["path"] = tiny_model_dir
+    (tmp_path / "deploy.yaml").write_text(yaml.safe_dump(deploy))
+    c = Cli(tmp_path / "deploy.yaml", tmp_path / "gateway.log")
+    started: dict[int, int] = {}
+    try:
+        c.wait(lambda: httpx.get(c.url + "/health", timeout=5).status_code == 200, 240)
+        (row,) = c.rows().values()
+        server = row["meta"]["pid"]
+        started = descendants(c.proc.pid)
+        assert server in started, (server, started)
+        group = [pid for pid in started if os.getpgid(pid) == server]
+        assert len(group) >= 2, group  # the API server and its engine core, in one process group
+        c.proc.send_signal(sig)
+        assert c.proc.wait(60) == 0, c.log()
+        assert {pid: gone(pid, start) for pid, start in started.items()} == dict.fromkeys(started, True), c.log()
+        assert "Traceback" not in c.log()
+    finally:
+        if c.proc.poll() is None:
+            c.proc.kill()
+            c.proc.wait()
+        for pid, start in started.items():  # never leave a vLLM behind, whatever failed
+            if not gone(pid, start):
+                os.kill(pid, signal.SIGKILL)
