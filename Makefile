@@ -8,7 +8,7 @@ VLLM_VENV := .vllm-venv
 TINY_MODEL := .cache/tiny-model
 LIVE_ENV := CATO_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python CATO_TINY_MODEL=$(abspath $(TINY_MODEL))
 
-.PHONY: run test test-fast bench vllm reproduce clean
+.PHONY: run lint test test-fast bench vllm reproduce clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,16 @@ vllm: $(TINY_MODEL)/.cato_tiny_model.json
 run: $(STAMP)
 	$(BIN)/cato-sim run experiments/quickstart.yaml --out results/quickstart
 
-test: $(STAMP) vllm
+# Lint, format and the import contracts (pyproject.toml: [tool.ruff], [tool.importlinter]).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+test: lint vllm
 	$(LIVE_ENV) $(BIN)/pytest -q
 
-test-fast: $(STAMP)
+test-fast: lint
 	$(BIN)/pytest -q --ignore=tests/live
 
 bench: $(STAMP)

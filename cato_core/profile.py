@@ -27,10 +27,10 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cato_core.errors import InputError
+from cato_core.yaml_file import parse_yaml, read_yaml
 
 
 class DeviceProfile(BaseModel):
@@ -117,16 +117,15 @@ def load_profile(ref: str | Path) -> DeviceProfile:
         shipped = resources.files("cato_profiles") / f"{ref}.yaml"
         if not shipped.is_file():
             raise InputError(str(ref), "profile", f"a profile file or one of {shipped_profiles()}")
-        text, source = shipped.read_text(), f"cato_profiles/{ref}.yaml"
+        source = f"cato_profiles/{ref}.yaml"
+        data = parse_yaml(shipped.read_bytes(), source, "profile")
     else:
-        if not path.is_file():
+        if not path.exists():
             raise InputError(str(path), "profile", "an existing profile YAML file")
-        text, source = path.read_text(), str(path)
+        source = str(path)
+        data = read_yaml(path, "profile")
     try:
-        data = yaml.safe_load(text)
         return DeviceProfile.model_validate(data)
-    except yaml.YAMLError as e:
-        raise InputError(source, "yaml", f"valid YAML ({e.__class__.__name__})") from None
     except ValidationError as e:
         err = e.errors()[0]
         raise InputError(source, ".".join(map(str, err["loc"])) or "profile", err["msg"]) from None

@@ -17,9 +17,12 @@ from cato_core.errors import InputError
 from cato_core.profile import DeviceProfile, load_profile
 from cato_core.routers import ROUTERS
 from cato_core.scalers import SCALERS
-from cato_core.yaml_file import read_yaml
 from cato_core.tasks import TaskType, default_task_types, merge_task_types
-from cato_live.provisioners.registry import KINDS
+from cato_core.yaml_file import read_yaml
+
+# The provisioner kinds a DEPLOY file may name; cato_live.provisioners.registry maps each to
+# its class (that way round, so the schema imports nothing of the provisioners).
+PROVISIONER_KINDS = ("static", "process", "ray", "emulator")
 
 
 class Strict(BaseModel):
@@ -31,7 +34,7 @@ class ModelDeploy(Strict):
 
     profile: str | DeviceProfile  # shipped name, YAML path, or the profile's fields inline
     served_model: str | None = None  # the name the backend knows it by (None: the models key)
-    max_concurrency: int = Field(default=256, ge=1)  # calls in flight per replica (vLLM's max_num_seqs)
+    max_num_seqs: int = Field(default=256, ge=1)  # calls in flight per replica (vLLM's --max-num-seqs)
     replicas: int = Field(default=1, ge=0)  # started with the gateway
     priority_scheduling: bool = False  # backends run --scheduling-policy priority: send `priority`
     # From receipt to a replica's first response byte (the whole answer when not streamed),
@@ -61,8 +64,8 @@ class ProvisionerSpec(BaseModel):
 
     @model_validator(mode="after")
     def _known(self) -> ProvisionerSpec:
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown provisioner kind {self.kind!r}; expected one of {sorted(KINDS)}")
+        if self.kind not in PROVISIONER_KINDS:
+            raise ValueError(f"unknown provisioner kind {self.kind!r}; expected one of {sorted(PROVISIONER_KINDS)}")
         return self
 
     def options(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 
@@ -110,3 +111,63 @@ def test_trace_generate_writes_a_readable_trace(tmp_path):
     assert res.exit_code == 0, res.output
     df = read_trace(out)
     assert len(df) == 50 and set(df["task_type"]) <= {"completion", "translation"}
+
+
+# Files that are not YAML text: one line naming the file and what it should be, exit code 2.
+NOT_TEXT = {
+    "random bytes": random.Random(0).randbytes(4096),
+    "utf-16 with a BOM": "trace: {path: t.parquet}\n".encode("utf-16"),
+    "png header": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64),
+    "elf header": b"\x7fELF\x02\x01\x01\x00" + bytes(56),
+}
+
+
+def run_module(module, *args):
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+
+
+def assert_one_line_exit_2(proc, names):
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(names) in lines[0], proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("kind", list(NOT_TEXT))
+def test_run_on_a_file_that_is_not_text(tmp_path, kind):
+    path = tmp_path / "x.yaml"
+    path.write_bytes(NOT_TEXT[kind])
+    line = assert_one_line_exit_2(run_module("cato_sim", "run", path, "--out", tmp_path / "out"), path)
+    assert "experiment: a UTF-8 YAML text file (byte 0x" in line
+
+
+def test_run_on_a_directory(tmp_path):
+    line = assert_one_line_exit_2(run_module("cato_sim", "run", tmp_path, "--out", tmp_path / "out"), tmp_path)
+    assert line.endswith("experiment: a YAML file, not a directory")
+
+
+def test_run_with_a_profile_that_is_a_binary_file(tmp_path):
+    (tmp_path / "prof.png").write_bytes(NOT_TEXT["png header"])
+    exp = write(tmp_path, "e.yaml", EXP.replace("{path: trace.parquet}", "{generate: {rate: 1, duration_s: 5}}")
+                .replace("codellama-7b_a100", "prof.png"))
+    line = assert_one_line_exit_2(run_module("cato_sim", "run", exp, "--out", tmp_path / "out"), "prof.png")
+    assert "byte 0x89 at offset 0 is not UTF-8" in line
+
+
+def test_a_utf8_bom_is_fine(tmp_path):
+    from cato_core.yaml_file import read_yaml
+
+    p = tmp_path / "bom.yaml"
+    p.write_bytes(b"\xef\xbb\xbfa: 1\n")
+    assert read_yaml(p, "experiment") == {"a": 1}
+
+
+@pytest.mark.parametrize("kind", ["random bytes", "png header"])
+def test_live_commands_on_a_binary_deploy_file(tmp_path, kind):
+    deploy = tmp_path / "DEPLOY.yaml"
+    deploy.write_bytes(NOT_TEXT[kind])
+    for args in (["serve", deploy], ["replay", tmp_path / "t.parquet", "--out", tmp_path / "out", "--deploy", deploy]):
+        line = assert_one_line_exit_2(run_module("cato_live", *args), deploy)
+        assert "deploy: a UTF-8 YAML text file (byte 0x" in line

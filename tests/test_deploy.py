@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from cato_core.errors import InputError
 from cato_live.cli import app
-from cato_live.deploy import load_deploy, parse_deploy
+from cato_live.deploy import PROVISIONER_KINDS, load_deploy, parse_deploy
 from cato_live.provisioners import registry
 from cato_live.provisioners.registry import make_provisioner
 from tests.conftest import ROOT
@@ -42,12 +42,30 @@ def test_examples_cover_every_provisioner_kind():
     assert {load_deploy(p).provisioner.kind for p in EXAMPLES} == set(registry.KINDS)
 
 
+def test_registry_has_a_class_for_every_kind_the_schema_allows():
+    assert set(registry.KINDS) == set(PROVISIONER_KINDS)
+
+
+def test_a_deploy_file_or_its_profile_that_is_not_text_is_one_clear_error(tmp_path):
+    bad = tmp_path / "d.yaml"
+    bad.write_bytes("models: {}\n".encode("utf-16"))
+    with pytest.raises(InputError) as e:
+        load_deploy(bad)
+    assert str(e.value) == f"{bad}: deploy: a UTF-8 YAML text file (byte 0xff at offset 0 is not UTF-8)"
+    (tmp_path / "p.yaml").write_bytes(b"\x89PNG\r\n\x1a\n")
+    bad.write_text(yaml.safe_dump(tree(models={"m": {"profile": "p.yaml"}})))
+    with pytest.raises(InputError) as e:
+        load_deploy(bad)
+    assert str(e.value) == (f"{bad}: models.m.profile: a UTF-8 YAML text file (byte 0x89 at offset 0 "
+                            f"is not UTF-8) ({tmp_path / 'p.yaml'})")
+
+
 def test_defaults():
     d = parse_deploy(tree(), "d.yaml")
     assert (d.host, d.port, d.token, d.max_body_bytes) == ("127.0.0.1", 8000, None, 1 << 20)
     assert (d.router, d.scaler, d.default_model, d.default_task_type) == ("cato", "fixed", "m", None)
     spec = d.models["m"]
-    assert (spec.max_concurrency, spec.replicas, spec.priority_scheduling) == (256, 1, False)
+    assert (spec.max_num_seqs, spec.replicas, spec.priority_scheduling) == (256, 1, False)
     assert (spec.request_timeout_s, spec.first_byte_timeout_s, spec.connect_timeout_s) == (300.0, 60.0, 5.0)
     assert d.served_name("m") == "m" and d.profile("m").name == "codellama-7b_a100"
     assert sorted(d.task_types) == ["completion", "generation", "summarization", "translation"]
@@ -98,8 +116,8 @@ def test_inline_profile():
     ({"models": {"m": {"profile": "nope"}}},
      "d.yaml: models.m.profile: a profile file or one of ['codellama-7b_910b4', 'codellama-7b_a100', "
      "'starcoder2-7b_910b4'] (nope)"),
-    ({"models": {"m": {"profile": "codellama-7b_a100", "max_concurrency": 0}}},
-     "d.yaml: models.m.max_concurrency: Input should be greater than or equal to 1"),
+    ({"models": {"m": {"profile": "codellama-7b_a100", "max_num_seqs": 0}}},
+     "d.yaml: models.m.max_num_seqs: Input should be greater than or equal to 1"),
 ])
 def test_bad_deploy_names_file_field_and_expectation(over, message):
     assert error(tree(**over)) == message
@@ -142,7 +160,7 @@ def test_bad_provisioner_config(provisioner, message, monkeypatch):
 def test_process_provisioner_pins_devices(monkeypatch):
     monkeypatch.setenv("CATO_TEST_MODEL_DIR", "/models/m")
     prov = make_provisioner(parse_deploy(tree(
-        models={"m": {"profile": "codellama-7b_a100", "max_concurrency": 8, "priority_scheduling": True}},
+        models={"m": {"profile": "codellama-7b_a100", "max_num_seqs": 8, "priority_scheduling": True}},
         provisioner={"kind": "process", "device": "ascend", "devices": [4, 5, 6], "devices_per_replica": 2,
                      "python": "/venv/bin/python", "models": {"m": {"path": "${CATO_TEST_MODEL_DIR}"}}}),
         "d.yaml"))

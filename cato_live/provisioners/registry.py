@@ -1,4 +1,7 @@
-"""Provisioner kinds by name (DEPLOY.yaml's ``provisioner.kind``), imported only when used.
+"""The class of each provisioner kind (DEPLOY.yaml's ``provisioner.kind``), imported only when used.
+
+The kinds themselves are cato_live.deploy's PROVISIONER_KINDS: the schema owns the names and
+this module maps them to classes, so the import runs one way (registry to deploy).
 
 Each kind is a class taking the whole checked Deploy (``deploy.provisioner.options()`` are
 its own fields, ``deploy.models`` the models it serves); importing lazily keeps Ray and the
@@ -16,6 +19,7 @@ if TYPE_CHECKING:
     from cato_live.deploy import Deploy
     from cato_live.provisioners.base import Provisioner
 
+# kind -> "module:Class", one entry per PROVISIONER_KINDS (tests/test_deploy.py checks both agree)
 KINDS = {
     "static": "cato_live.provisioners.static:StaticProvisioner",
     "process": "cato_live.provisioners.process:ProcessProvisioner",

@@ -33,7 +33,7 @@ TINY_CPU = {"name": "tiny-cpu", "model": SERVED_NAME, "device": "x86 core", "ove
 
 
 def deploy_tree(provisioner: dict, **over) -> dict:
-    model = {"profile": TINY_CPU, "served_model": SERVED_NAME, "max_concurrency": 8,
+    model = {"profile": TINY_CPU, "served_model": SERVED_NAME, "max_num_seqs": 8,
              "priority_scheduling": True, "request_timeout_s": 60.0, "first_byte_timeout_s": 10.0}
     model.update(over.pop("model", {}))
     tree = {"router": "cato", "default_task_type": "generation", "models": {"tiny": model},

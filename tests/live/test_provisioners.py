@@ -47,7 +47,7 @@ def test_ray_provisioner_serves_one_replica_and_stops_it(local_ray, vllm_python,
     deploy = parse_deploy({
         "router": "cato", "default_task_type": "generation",
         "models": {"tiny": {"profile": TINY_CPU, "served_model": SERVED_NAME, "replicas": 1,
-                            "max_concurrency": 4, "priority_scheduling": True}},
+                            "max_num_seqs": 4, "priority_scheduling": True}},
         "provisioner": {"kind": "ray", "resources": {"cpu_slot": 1}, "num_cpus": 0, "cpu_cores": [0],
                         "python": vllm_python,
                         "ready_timeout_s": float(os.environ.get("CATO_VLLM_READY_TIMEOUT", "180")),
