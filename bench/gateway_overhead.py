@@ -42,8 +42,14 @@ SERVED = "cato-tiny"
 
 
 async def one(client: httpx.AsyncClient, url: str, prompt: list[int], headers: dict) -> tuple[float, float] | None:
-    body = {"model": SERVED, "prompt": prompt, "max_tokens": 8, "ignore_eos": True, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": SERVED,
+        "prompt": prompt,
+        "max_tokens": 8,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     t0 = time.perf_counter()
     ttft = None
     try:
@@ -72,7 +78,7 @@ async def phase(url: str, rate: float, seconds: float, seed: int, headers: dict)
         tasks = []
         start = time.perf_counter()
         due = 0.0
-        for gap, prompt in zip(gaps, prompts):
+        for gap, prompt in zip(gaps, prompts, strict=True):
             due += gap
             await asyncio.sleep(max(0.0, start + due - time.perf_counter()))
             tasks.append(asyncio.create_task(one(client, url, prompt, headers)))
@@ -103,20 +109,31 @@ def main() -> None:
     cores = sorted(os.sched_getaffinity(0))
     replica_cores, gateway_cores = ({cores[0]}, {cores[1]}) if len(cores) > 1 else (set(cores), set(cores))
     os.sched_setaffinity(0, replica_cores)  # vLLM and its engine process inherit this
-    with tempfile.TemporaryDirectory() as tmp, VllmServer(python, model, served_name=SERVED, cpu_core=cores[0],
-                                                           log_path=Path(tmp) / "vllm.log") as vllm:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        VllmServer(python, model, served_name=SERVED, cpu_core=cores[0], log_path=Path(tmp) / "vllm.log") as vllm,
+    ):
         os.sched_setaffinity(0, gateway_cores)  # the gateway (a child) and this load generator
         vllm.wait_ready(timeout=300)
         port = free_port()
-        deploy = {"host": "127.0.0.1", "port": port, "router": "cato", "scaler": "fixed",
-                  "default_task_type": "completion",
-                  "models": {SERVED: {"profile": "codellama-7b_a100", "served_model": SERVED,
-                                      "replicas": 1, "max_num_seqs": 256}},
-                  "provisioner": {"kind": "static", "models": {SERVED: [vllm.url]}}}
+        deploy = {
+            "host": "127.0.0.1",
+            "port": port,
+            "router": "cato",
+            "scaler": "fixed",
+            "default_task_type": "completion",
+            "models": {
+                SERVED: {"profile": "codellama-7b_a100", "served_model": SERVED, "replicas": 1, "max_num_seqs": 256}
+            },
+            "provisioner": {"kind": "static", "models": {SERVED: [vllm.url]}},
+        }
         path = Path(tmp) / "deploy.yaml"
         path.write_text(yaml.safe_dump(deploy))
-        gateway = subprocess.Popen([sys.executable, "-m", "cato_live", "serve", str(path), "--log-level", "warning"],
-                                   cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "cato_live", "serve", str(path), "--log-level", "warning"],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         gw = f"http://127.0.0.1:{port}"
         try:
             for _ in range(200):
@@ -125,9 +142,11 @@ def main() -> None:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.1)
-            print(f"vLLM {vllm.url} on cores {sorted(replica_cores)}, gateway {gw} and load on cores "
-                  f"{sorted(gateway_cores)}; {args.seconds:g} s per path and rate in {args.rounds} alternating "
-                  f"rounds; times in ms")
+            print(
+                f"vLLM {vllm.url} on cores {sorted(replica_cores)}, gateway {gw} and load on cores "
+                f"{sorted(gateway_cores)}; {args.seconds:g} s per path and rate in {args.rounds} alternating "
+                f"rounds; times in ms"
+            )
             print(f"{'rate/s':>6} {'path':<8} {'n':>5} {'TTFT p50':>9} {'TTFT p99':>9} {'E2E p50':>8} {'E2E p99':>8}")
             task = {"X-CATO-Task": "completion"}
             for rate in (float(r) for r in args.rates.split(",")):
@@ -141,14 +160,18 @@ def main() -> None:
                     gw_cpu += cpu_s(gateway.pid) - before
                 direct, via = np.concatenate(direct), np.concatenate(via)
                 for name, a in (("direct", direct), ("gateway", via)):
-                    print(f"{rate:>6g} {name:<8} {len(a):>5} {pct(a[:, 0], 50):>9.1f} {pct(a[:, 0], 99):>9.1f} "
-                          f"{pct(a[:, 1], 50):>8.1f} {pct(a[:, 1], 99):>8.1f}")
+                    print(
+                        f"{rate:>6g} {name:<8} {len(a):>5} {pct(a[:, 0], 50):>9.1f} {pct(a[:, 0], 99):>9.1f} "
+                        f"{pct(a[:, 1], 50):>8.1f} {pct(a[:, 1], 99):>8.1f}"
+                    )
                 for col, metric in ((0, "TTFT"), (1, "E2E")):
                     for q in (50, 99):
                         d, g = pct(direct[:, col], q), pct(via[:, col], q)
                         print(f"{rate:>6g} added {metric} p{q}: {g - d:+.1f} ms (gateway/direct = {g / d:.2f})")
-                print(f"{rate:>6g} gateway CPU: {1e3 * gw_cpu / len(via):.2f} ms per request "
-                      f"({gw_cpu / args.seconds:.0%} of a core)")
+                print(
+                    f"{rate:>6g} gateway CPU: {1e3 * gw_cpu / len(via):.2f} ms per request "
+                    f"({gw_cpu / args.seconds:.0%} of a core)"
+                )
         finally:
             gateway.terminate()
             gateway.wait(timeout=30)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from cato_traces.files import read_trace
 from cato_sim.experiment import parse_experiment
 from cato_sim.simulation import Simulation
+from cato_traces.files import read_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,12 +34,15 @@ def main() -> None:
     print(f"trace: {args.trace}: {len(trace)} tasks over {trace['arrival_s'].max():.0f} s; 4 replicas")
     print(f"{'router':<12} {'requests/s':>11} {'wall s':>7} {'events/request':>15} {'goodput':>8}")
     for router in ("cato", "pow2", "round_robin"):
-        exp = parse_experiment({
-            "trace": {"path": args.trace},
-            "cluster": {"machines": 1, "accelerators_per_machine": 4},
-            "models": {"codellama-7b": {"profile": "codellama-7b_a100", "replicas": 4}},
-            "setups": [{"name": router, "router": router}],
-        }, "bench")
+        exp = parse_experiment(
+            {
+                "trace": {"path": args.trace},
+                "cluster": {"machines": 1, "accelerators_per_machine": 4},
+                "models": {"codellama-7b": {"profile": "codellama-7b_a100", "replicas": 4}},
+                "setups": [{"name": router, "router": router}],
+            },
+            "bench",
+        )
         best = float("inf")
         for _ in range(args.repeat):
             with tempfile.TemporaryDirectory() as out:

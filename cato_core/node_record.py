@@ -43,6 +43,22 @@ class NodeRecord:
 
     def row(self) -> tuple:
         """The nodes.parquet row (cato_core.results.NODES order)."""
-        return (self.task_id, self.node, self.kind, self.model, self.replica, self.priority, self.slack_s,
-                self.predicted_wait_s, self.wait_s, self.deadline_s, self.queued_s, self.start_s,
-                self.first_token_s, self.end_s, self.prompt_tokens, self.output_tokens, self.status)
+        return (
+            self.task_id,
+            self.node,
+            self.kind,
+            self.model,
+            self.replica,
+            self.priority,
+            self.slack_s,
+            self.predicted_wait_s,
+            self.wait_s,
+            self.deadline_s,
+            self.queued_s,
+            self.start_s,
+            self.first_token_s,
+            self.end_s,
+            self.prompt_tokens,
+            self.output_tokens,
+            self.status,
+        )

@@ -63,8 +63,9 @@ class ModelPool:
     # -- replicas ----------------------------------------------------------------------
     def new_replica(self, replica_id: str, now: float) -> ReplicaState:
         """A replica asked for now: starting, provisioned from this moment."""
-        k = ReplicaState(replica_id, self.model, self.profile, self.max_num_seqs,
-                         by_deadline=self.router.by_deadline, asked_s=now)
+        k = ReplicaState(
+            replica_id, self.model, self.profile, self.max_num_seqs, by_deadline=self.router.by_deadline, asked_s=now
+        )
         self._order[replica_id] = len(self.history)
         self.replicas.append(k)
         self.history.append(k)

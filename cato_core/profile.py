@@ -57,11 +57,7 @@ class DeviceProfile(BaseModel):
 
     def step_s(self, tokens: int, prefill_attn: float, decode_ctx: float) -> float:
         """Time of one engine step (see the module docstring for T, A and C)."""
-        return (
-            self.linear_s(tokens)
-            + self.prefill_attn_s * prefill_attn
-            + self.decode_ctx_s * decode_ctx
-        )
+        return self.linear_s(tokens) + self.prefill_attn_s * prefill_attn + self.decode_ctx_s * decode_ctx
 
     def prefill_s(self, prompt_tokens: int) -> float:
         """Isolated prefill of a whole prompt in one step; it ends with the first token."""

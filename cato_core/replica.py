@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from cato_core.profile import DeviceProfile
-from cato_core.request_queue import RequestQueue
 from cato_core.request import LLMRequest
+from cato_core.request_queue import RequestQueue
 
 State = Literal["starting", "ready", "draining", "released"]
 

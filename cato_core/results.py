@@ -21,49 +21,55 @@ import pyarrow.parquet as pq
 # Unless ok: e2e_s is empty and met is False. A node's statuses: cato_core.node_record.
 STATUSES = ("ok", "failed", "timeout", "cancelled")
 
-TASKS = pa.schema([
-    ("task_id", pa.string()),
-    ("task_type", pa.string()),
-    ("metric", pa.string()),
-    ("arrival_s", pa.float64()),
-    ("ttft_s", pa.float64()),  # arrival to the first token of the last LLM node
-    ("e2e_s", pa.float64()),  # arrival to the end of the last node
-    ("sla_s", pa.float64()),
-    ("met", pa.bool_()),  # critical metric <= SLA (False unless status is ok)
-    ("status", pa.string()),
-    ("error", pa.string()),
-])
+TASKS = pa.schema(
+    [
+        ("task_id", pa.string()),
+        ("task_type", pa.string()),
+        ("metric", pa.string()),
+        ("arrival_s", pa.float64()),
+        ("ttft_s", pa.float64()),  # arrival to the first token of the last LLM node
+        ("e2e_s", pa.float64()),  # arrival to the end of the last node
+        ("sla_s", pa.float64()),
+        ("met", pa.bool_()),  # critical metric <= SLA (False unless status is ok)
+        ("status", pa.string()),
+        ("error", pa.string()),
+    ]
+)
 
-NODES = pa.schema([
-    ("task_id", pa.string()),
-    ("node", pa.string()),
-    ("kind", pa.string()),
-    ("model", pa.string()),
-    ("replica", pa.string()),
-    ("priority", pa.int8()),
-    ("slack_s", pa.float64()),  # deadline - time at routing
-    ("predicted_wait_s", pa.float64()),  # W_k of the chosen replica at routing
-    ("wait_s", pa.float64()),  # routed to taken by the engine
-    ("deadline_s", pa.float64()),
-    ("queued_s", pa.float64()),
-    ("start_s", pa.float64()),
-    ("first_token_s", pa.float64()),
-    ("end_s", pa.float64()),
-    ("prompt_tokens", pa.int64()),
-    ("output_tokens", pa.int64()),
-    ("status", pa.string()),
-])
+NODES = pa.schema(
+    [
+        ("task_id", pa.string()),
+        ("node", pa.string()),
+        ("kind", pa.string()),
+        ("model", pa.string()),
+        ("replica", pa.string()),
+        ("priority", pa.int8()),
+        ("slack_s", pa.float64()),  # deadline - time at routing
+        ("predicted_wait_s", pa.float64()),  # W_k of the chosen replica at routing
+        ("wait_s", pa.float64()),  # routed to taken by the engine
+        ("deadline_s", pa.float64()),
+        ("queued_s", pa.float64()),
+        ("start_s", pa.float64()),
+        ("first_token_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("prompt_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("status", pa.string()),
+    ]
+)
 
-REPLICAS = pa.schema([
-    ("replica_id", pa.string()),
-    ("model", pa.string()),
-    ("machine", pa.int32()),
-    ("asked_s", pa.float64()),
-    ("ready_s", pa.float64()),
-    ("released_s", pa.float64()),  # the run's end if never released
-    ("busy_s", pa.float64()),  # time with at least one sequence running
-    ("requests", pa.int64()),
-])
+REPLICAS = pa.schema(
+    [
+        ("replica_id", pa.string()),
+        ("model", pa.string()),
+        ("machine", pa.int32()),
+        ("asked_s", pa.float64()),
+        ("ready_s", pa.float64()),
+        ("released_s", pa.float64()),  # the run's end if never released
+        ("busy_s", pa.float64()),  # time with at least one sequence running
+        ("requests", pa.int64()),
+    ]
+)
 
 
 class TableWriter:
@@ -84,8 +90,10 @@ class TableWriter:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = pq.ParquetWriter(self.path, self.schema)
-        cols = list(zip(*self._rows)) if self._rows else [[] for _ in self.schema]
-        self._writer.write_table(pa.table([pa.array(c, t.type) for c, t in zip(cols, self.schema)], schema=self.schema))
+        cols = list(zip(*self._rows, strict=True)) if self._rows else [[] for _ in self.schema]
+        self._writer.write_table(
+            pa.table([pa.array(c, t.type) for c, t in zip(cols, self.schema, strict=True)], schema=self.schema)
+        )
         self.count += len(self._rows)
         self._rows = []
 

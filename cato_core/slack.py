@@ -39,7 +39,7 @@ class SlackGraph:
         from_here = [0.0] * len(b)
         for i in range(len(b) - 1, -1, -1):
             from_here[i] = b[i] + max((from_here[s] for s in self.successors[i]), default=0.0)
-        return [t + f - x for t, f, x in zip(to_here, from_here, b)]
+        return [t + f - x for t, f, x in zip(to_here, from_here, b, strict=True)]
 
     def critical_path(self, b: Sequence[float]) -> float:
         """The longest baseline path of the whole graph: the task's isolated latency."""
@@ -47,7 +47,7 @@ class SlackGraph:
 
     def budgets(self, b: Sequence[float], sla_s: float) -> list[float]:
         through = self.longest_through(b)
-        return [sla_s * x / t if t > 0 else 0.0 for x, t in zip(b, through)]
+        return [sla_s * x / t if t > 0 else 0.0 for x, t in zip(b, through, strict=True)]
 
     def deadlines(self, b: Sequence[float], sla_s: float, arrival_s: float = 0.0) -> list[float]:
         budget = self.budgets(b, sla_s)
@@ -67,17 +67,18 @@ def _compile(baselines: Mapping[str, float], after: Mapping[str, Sequence[str]])
 def longest_paths(baselines: Mapping[str, float], after: Mapping[str, Sequence[str]]) -> dict[str, float]:
     """L(i) by node name; ``baselines`` in topological order."""
     names, g, b = _compile(baselines, after)
-    return dict(zip(names, g.longest_through(b)))
+    return dict(zip(names, g.longest_through(b), strict=True))
 
 
 def budgets(baselines: Mapping[str, float], after: Mapping[str, Sequence[str]], sla_s: float) -> dict[str, float]:
     """B_i = SLA * b_i / L(i) by node name (0 for a node whose path takes no time)."""
     names, g, b = _compile(baselines, after)
-    return dict(zip(names, g.budgets(b, sla_s)))
+    return dict(zip(names, g.budgets(b, sla_s), strict=True))
 
 
-def deadlines(baselines: Mapping[str, float], after: Mapping[str, Sequence[str]], sla_s: float,
-              arrival_s: float = 0.0) -> dict[str, float]:
+def deadlines(
+    baselines: Mapping[str, float], after: Mapping[str, Sequence[str]], sla_s: float, arrival_s: float = 0.0
+) -> dict[str, float]:
     """D_i = arrival + the largest sum of budgets over paths from a source to i, i included."""
     names, g, b = _compile(baselines, after)
-    return dict(zip(names, g.deadlines(b, sla_s, arrival_s)))
+    return dict(zip(names, g.deadlines(b, sla_s, arrival_s), strict=True))

@@ -39,8 +39,9 @@ class NodePlan:
 class TaskPlan:
     """One task type: node indices, slack graph, sources, which node is streamed."""
 
-    def __init__(self, name: str, t: TaskType, default_model: str | None,
-                 tool_times: Mapping[str, float] | None = None):
+    def __init__(
+        self, name: str, t: TaskType, default_model: str | None, tool_times: Mapping[str, float] | None = None
+    ):
         self.name, self.metric, self.sla = name, t.metric, t.sla
         tool_times = tool_times or {}
         index = {n.name: i for i, n in enumerate(t.nodes)}
@@ -51,21 +52,32 @@ class TaskPlan:
         nodes = []
         for i, n in enumerate(t.nodes):
             streamed = n.name == t.last_llm
-            nodes.append(NodePlan(
-                i, n.name, n.kind,
-                t.model_of(n, default_model) if n.kind == "llm" else None,
-                tool_times.get(n.name, n.tool.median_s) if n.tool else 0.0,
-                n.tool.sigma if n.tool else 0.0,
-                tuple(index[d] for d in n.after), tuple(succ[i]),
-                streamed, streamed and t.metric == "ttft",
-            ))
+            nodes.append(
+                NodePlan(
+                    i,
+                    n.name,
+                    n.kind,
+                    t.model_of(n, default_model) if n.kind == "llm" else None,
+                    tool_times.get(n.name, n.tool.median_s) if n.tool else 0.0,
+                    n.tool.sigma if n.tool else 0.0,
+                    tuple(index[d] for d in n.after),
+                    tuple(succ[i]),
+                    streamed,
+                    streamed and t.metric == "ttft",
+                )
+            )
         self.nodes = tuple(nodes)
         self.graph = SlackGraph([n.after for n in self.nodes])
         self.sources = tuple(n.index for n in self.nodes if not n.after)
         self.streamed = index[t.last_llm]
 
-    def baselines(self, profiles: Mapping[str | None, DeviceProfile], prompt: int, output: int,
-                  default: DeviceProfile | None = None) -> list[float]:
+    def baselines(
+        self,
+        profiles: Mapping[str | None, DeviceProfile],
+        prompt: int,
+        output: int,
+        default: DeviceProfile | None = None,
+    ) -> list[float]:
         """b_i of every node for a task of these token counts (``default``: for unknown models)."""
         out = []
         for n in self.nodes:
@@ -85,8 +97,9 @@ class TaskPlan:
             return self.sla.resolve(self.graph.critical_path(baselines))
         return float(given)
 
-    def sla_and_deadlines(self, baselines: list[float], arrival_s: float,
-                          given_sla_s: float | None = None) -> tuple[float, list[float]]:
+    def sla_and_deadlines(
+        self, baselines: list[float], arrival_s: float, given_sla_s: float | None = None
+    ) -> tuple[float, list[float]]:
         """The task's SLA and its node deadlines D_i."""
         sla = self.sla_s(baselines, given_sla_s)
         return sla, self.graph.deadlines(baselines, sla, arrival_s)
@@ -100,9 +113,16 @@ class TaskPlan:
                 return n
         raise KeyError(name)
 
-    def call_deadline(self, node: NodePlan, profiles: Mapping[str, DeviceProfile], prompt: int,
-                      output: int, now: float, sla_s: float | None = None,
-                      deadline_in_s: float | None = None) -> tuple[float, float]:
+    def call_deadline(
+        self,
+        node: NodePlan,
+        profiles: Mapping[str, DeviceProfile],
+        prompt: int,
+        output: int,
+        now: float,
+        sla_s: float | None = None,
+        deadline_in_s: float | None = None,
+    ) -> tuple[float, float]:
         """(deadline, SLA) of one call of ``node`` received at ``now``; see the module docstring."""
         b = self.baselines(profiles, prompt, output)
         sla = self.sla_s(b, sla_s)
@@ -111,6 +131,7 @@ class TaskPlan:
         return now + self.graph.budgets(b, sla)[node.index], sla
 
 
-def compile_plans(task_types: Mapping[str, TaskType], default_model: str | None,
-                  tool_times: Mapping[str, float] | None = None) -> dict[str, TaskPlan]:
+def compile_plans(
+    task_types: Mapping[str, TaskType], default_model: str | None, tool_times: Mapping[str, float] | None = None
+) -> dict[str, TaskPlan]:
     return {name: TaskPlan(name, t, default_model, tool_times) for name, t in task_types.items()}

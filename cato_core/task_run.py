@@ -50,11 +50,30 @@ def met(status: str, metric_s: float | None, sla_s: float) -> bool:
 class TaskRun:
     """A task of a plan (task type) in flight: which nodes are done, their records, its end."""
 
-    __slots__ = ("task_id", "plan", "arrival_s", "prompt_tokens", "output_tokens", "sla_s", "deadlines",
-                 "records", "_waiting", "_left", "done")
+    __slots__ = (
+        "task_id",
+        "plan",
+        "arrival_s",
+        "prompt_tokens",
+        "output_tokens",
+        "sla_s",
+        "deadlines",
+        "records",
+        "_waiting",
+        "_left",
+        "done",
+    )
 
-    def __init__(self, task_id: str, plan: TaskPlan, arrival_s: float, prompt_tokens: int, output_tokens: int,
-                 sla_s: float, deadlines: list[float]):
+    def __init__(
+        self,
+        task_id: str,
+        plan: TaskPlan,
+        arrival_s: float,
+        prompt_tokens: int,
+        output_tokens: int,
+        sla_s: float,
+        deadlines: list[float],
+    ):
         self.task_id, self.plan, self.arrival_s = task_id, plan, arrival_s
         self.prompt_tokens, self.output_tokens = prompt_tokens, output_tokens
         self.sla_s, self.deadlines = sla_s, deadlines  # deadlines[i]: D_i of node i
@@ -64,9 +83,17 @@ class TaskRun:
         self.done = False  # ended (its row was made)
 
     @classmethod
-    def from_profiles(cls, task_id: str, plan: TaskPlan, arrival_s: float, prompt_tokens: int,
-                      output_tokens: int, profiles: Mapping[str | None, DeviceProfile],
-                      given_sla_s: float | None = None, default: DeviceProfile | None = None) -> TaskRun:
+    def from_profiles(
+        cls,
+        task_id: str,
+        plan: TaskPlan,
+        arrival_s: float,
+        prompt_tokens: int,
+        output_tokens: int,
+        profiles: Mapping[str | None, DeviceProfile],
+        given_sla_s: float | None = None,
+        default: DeviceProfile | None = None,
+    ) -> TaskRun:
         """A run with the Profiler's SLA (``given_sla_s``, or the type's) and node deadlines,
         from the baselines of ``profiles`` (per model; ``default`` for models not in it)."""
         base = plan.baselines(profiles, prompt_tokens, output_tokens, default)
@@ -88,11 +115,20 @@ class TaskRun:
         """
         if record is None:
             if node.kind == "tool":
-                record = NodeRecord(self.task_id, node.name, "tool", None, self.deadlines[node.index],
-                                    queued_s=now, start_s=now)
+                record = NodeRecord(
+                    self.task_id, node.name, "tool", None, self.deadlines[node.index], queued_s=now, start_s=now
+                )
             else:
-                record = NodeRecord(self.task_id, node.name, node.kind, node.model, self.deadlines[node.index],
-                                    queued_s=now, prompt_tokens=self.prompt_tokens, output_tokens=self.output_tokens)
+                record = NodeRecord(
+                    self.task_id,
+                    node.name,
+                    node.kind,
+                    node.model,
+                    self.deadlines[node.index],
+                    queued_s=now,
+                    prompt_tokens=self.prompt_tokens,
+                    output_tokens=self.output_tokens,
+                )
         self.records[node.index] = record
         return record
 
@@ -135,8 +171,18 @@ class TaskRun:
             if rec is not None and rec.status == "running":
                 rec.status = "ok" if rec.end_s is not None else status
         metric = self.plan.metric
-        return (self.task_id, self.plan.name, metric, arrival, ttft, e2e, self.sla_s,
-                met(status, ttft if metric == "ttft" else e2e, self.sla_s), status, error)
+        return (
+            self.task_id,
+            self.plan.name,
+            metric,
+            arrival,
+            ttft,
+            e2e,
+            self.sla_s,
+            met(status, ttft if metric == "ttft" else e2e, self.sla_s),
+            status,
+            error,
+        )
 
     def node_rows(self) -> list[tuple]:
         """The nodes.parquet rows of every started node, in node order (after ``end``)."""

@@ -54,12 +54,20 @@ class EmulatedReplica:
         self.loop = loop
         self.env = LoopClockEnvironment(loop, factor=cfg.time_scale)
         self.kv_capacity = cfg.kv_capacity_tokens or cfg.profile.kv_capacity_tokens
-        self.state = ReplicaState(cfg.served_model_name, cfg.served_model_name, cfg.profile, cfg.max_num_seqs,
-                                  by_deadline=True)
+        self.state = ReplicaState(
+            cfg.served_model_name, cfg.served_model_name, cfg.profile, cfg.max_num_seqs, by_deadline=True
+        )
         self.state.mark_ready(0.0)
-        self.engine = Engine(self.env, self.state, cfg.profile, self, max_num_seqs=cfg.max_num_seqs,
-                             max_num_batched_tokens=cfg.max_num_batched_tokens,
-                             chunked_prefill=cfg.chunked_prefill, kv_capacity_tokens=self.kv_capacity)
+        self.engine = Engine(
+            self.env,
+            self.state,
+            cfg.profile,
+            self,
+            max_num_seqs=cfg.max_num_seqs,
+            max_num_batched_tokens=cfg.max_num_batched_tokens,
+            chunked_prefill=cfg.chunked_prefill,
+            kv_capacity_tokens=self.kv_capacity,
+        )
         self._timer: asyncio.TimerHandle | None = None
         self._seq = 0
         self.prompt_tokens_total = 0
@@ -69,8 +77,10 @@ class EmulatedReplica:
         """Why a request can never run here (vLLM answers such requests with HTTP 400)."""
         need = prompt_tokens + max_tokens
         if self.cfg.max_model_len is not None and need > self.cfg.max_model_len:
-            return (f"This model's maximum context length is {self.cfg.max_model_len} tokens. However, you "
-                    f"requested {need} tokens ({prompt_tokens} in the messages, {max_tokens} in the completion).")
+            return (
+                f"This model's maximum context length is {self.cfg.max_model_len} tokens. However, you "
+                f"requested {need} tokens ({prompt_tokens} in the messages, {max_tokens} in the completion)."
+            )
         if need > self.kv_capacity:
             return f"The request needs {need} KV-cache tokens; this replica holds {self.kv_capacity}."
         return None
@@ -80,9 +90,17 @@ class EmulatedReplica:
         self.env.advance()
         self._seq += 1
         now = self.env.now
-        r = LLMRequest(request_id=f"emu-{self._seq}", task_id=task_id, model=self.cfg.served_model_name,
-                       prompt_tokens=prompt_tokens, output_tokens=max_tokens, arrival_s=now,
-                       deadline_s=now, priority=priority, seq=self._seq)
+        r = LLMRequest(
+            request_id=f"emu-{self._seq}",
+            task_id=task_id,
+            model=self.cfg.served_model_name,
+            prompt_tokens=prompt_tokens,
+            output_tokens=max_tokens,
+            arrival_s=now,
+            deadline_s=now,
+            priority=priority,
+            seq=self._seq,
+        )
         pending = Pending(r, self.loop.create_future(), self.loop.create_future())
         pending.times["queued"] = now
         r.ref = pending

@@ -39,7 +39,7 @@ import math
 import sys
 import time
 import uuid
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from fastapi import FastAPI, Request
@@ -76,8 +76,9 @@ def prompt_length(prompt) -> int:
         return estimate_tokens(prompt)
     if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
         return len(prompt)
-    raise BadRequest("prompt must be a non-empty list of token IDs or a string (one prompt per request)",
-                     param="prompt")
+    raise BadRequest(
+        "prompt must be a non-empty list of token IDs or a string (one prompt per request)", param="prompt"
+    )
 
 
 def chat_length(messages) -> int:
@@ -125,16 +126,25 @@ def create_app(cfg: EmulatorConfig):
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{
-            "id": cfg.served_model_name, "object": "model", "created": app.state.started,
-            "owned_by": "cato-emulator", "root": cfg.profile.model,
-            "max_model_len": cfg.max_model_len or app.state.replica.kv_capacity,
-        }]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": cfg.served_model_name,
+                    "object": "model",
+                    "created": app.state.started,
+                    "owned_by": "cato-emulator",
+                    "root": cfg.profile.model,
+                    "max_model_len": cfg.max_model_len or app.state.replica.kv_capacity,
+                }
+            ],
+        }
 
     @app.get("/metrics")
     async def metrics():
-        return PlainTextResponse(render_metrics(app.state.replica),
-                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+        return PlainTextResponse(
+            render_metrics(app.state.replica), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
 
     async def _parse(request: Request) -> dict:
         try:
@@ -164,7 +174,7 @@ def create_app(cfg: EmulatorConfig):
         if chat and limits.get("max_tokens") is None:  # the chat API's newer name for it
             limits["max_tokens"] = limits.get("max_completion_tokens")
         max_tokens = _int_field(limits, "max_tokens", DEFAULT_MAX_TOKENS, 1)
-        priority = _int_field(body, "priority", 0, -(2 ** 31))
+        priority = _int_field(body, "priority", 0, -(2**31))
         why = replica.limit_error(prompt_tokens, max_tokens)
         if why:
             raise BadRequest(why, param="max_tokens")
@@ -173,29 +183,58 @@ def create_app(cfg: EmulatorConfig):
         pending = replica.submit(prompt_tokens, max_tokens, priority, request.headers.get("x-cato-task-id", ""))
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         created = int(time.time())
-        usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + max_tokens,
-                 "completion_tokens": max_tokens}
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "total_tokens": prompt_tokens + max_tokens,
+            "completion_tokens": max_tokens,
+        }
         if not stream:
             try:
                 await pending.finished
             except RuntimeError as e:
                 raise BadRequest(str(e)) from None
             text = TOKEN_TEXT * max_tokens
-            choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                       "finish_reason": "length", "stop_reason": None} if chat else
-                      {"index": 0, "text": text, "logprobs": None, "finish_reason": "length", "stop_reason": None})
-            return {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
-                    "model": cfg.served_model_name, "choices": [choice], "usage": usage}
-        return StreamingResponse(_stream(pending, rid, created, chat, max_tokens, include_usage, usage),
-                                 media_type="text/event-stream")
+            choice = (
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": None,
+                    "finish_reason": "length",
+                    "stop_reason": None,
+                }
+                if chat
+                else {"index": 0, "text": text, "logprobs": None, "finish_reason": "length", "stop_reason": None}
+            )
+            return {
+                "id": rid,
+                "object": "chat.completion" if chat else "text_completion",
+                "created": created,
+                "model": cfg.served_model_name,
+                "choices": [choice],
+                "usage": usage,
+            }
+        return StreamingResponse(
+            _stream(pending, rid, created, chat, max_tokens, include_usage, usage), media_type="text/event-stream"
+        )
 
     async def _stream(pending: Pending, rid, created, chat, max_tokens, include_usage, usage):
         obj = "chat.completion.chunk" if chat else "text_completion"
 
         def event(choices, u=None) -> str:
-            return "data: " + json.dumps({"id": rid, "object": obj, "created": created,
-                                          "model": cfg.served_model_name, "choices": choices,
-                                          **({"usage": u} if include_usage else {})}) + "\n\n"
+            return (
+                "data: "
+                + json.dumps(
+                    {
+                        "id": rid,
+                        "object": obj,
+                        "created": created,
+                        "model": cfg.served_model_name,
+                        "choices": choices,
+                        **({"usage": u} if include_usage else {}),
+                    }
+                )
+                + "\n\n"
+            )
 
         def choice(text: str, finish: str | None) -> dict:
             if chat:
@@ -204,8 +243,16 @@ def create_app(cfg: EmulatorConfig):
 
         try:
             if chat:  # vLLM sends the role first, before any token
-                yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                              "finish_reason": None}])
+                yield event(
+                    [
+                        {
+                            "index": 0,
+                            "delta": {"role": "assistant", "content": ""},
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                    ]
+                )
             await pending.first_token
             yield event([choice(TOKEN_TEXT, "length" if max_tokens == 1 else None)])
             if max_tokens > 1:
@@ -254,12 +301,14 @@ def serve(
     profile: Annotated[str, typer.Option(help="device profile: a shipped name or a YAML path")],
     port: Annotated[int, typer.Option(help="TCP port to listen on")],
     host: Annotated[str, typer.Option()] = "127.0.0.1",
-    served_model_name: Annotated[Optional[str], typer.Option(help="model name clients use (default: the profile's name)")] = None,
+    served_model_name: Annotated[
+        str | None, typer.Option(help="model name clients use (default: the profile's name)")
+    ] = None,
     max_num_seqs: Annotated[int, typer.Option(help="sequences in a batch at most (vLLM's default)")] = 256,
     max_num_batched_tokens: Annotated[int, typer.Option(help="tokens in one engine step at most")] = 2048,
     chunked_prefill: Annotated[bool, typer.Option(help="split long prompts over steps (vLLM V1's default)")] = True,
-    kv_capacity_tokens: Annotated[Optional[int], typer.Option(help="KV-cache tokens (default: the profile's)")] = None,
-    max_model_len: Annotated[Optional[int], typer.Option(help="prompt + max_tokens at most (default: no limit)")] = None,
+    kv_capacity_tokens: Annotated[int | None, typer.Option(help="KV-cache tokens (default: the profile's)")] = None,
+    max_model_len: Annotated[int | None, typer.Option(help="prompt + max_tokens at most (default: no limit)")] = None,
     time_scale: Annotated[float, typer.Option(help="multiplies every emulated duration (0.5 = twice as fast)")] = 1.0,
 ) -> None:
     """Serve a vLLM-compatible API timed by the simulator's engine model, in real time."""
@@ -273,8 +322,12 @@ def serve(
             ("--port", port, 0 <= port <= 65535, "a TCP port 0-65535"),
             ("--max-num-seqs", max_num_seqs, max_num_seqs >= 1, "an integer >= 1"),
             ("--max-num-batched-tokens", max_num_batched_tokens, max_num_batched_tokens >= 1, "an integer >= 1"),
-            ("--kv-capacity-tokens", kv_capacity_tokens, kv_capacity_tokens is None or kv_capacity_tokens >= 1,
-             "an integer >= 1"),
+            (
+                "--kv-capacity-tokens",
+                kv_capacity_tokens,
+                kv_capacity_tokens is None or kv_capacity_tokens >= 1,
+                "an integer >= 1",
+            ),
             ("--max-model-len", max_model_len, max_model_len is None or max_model_len >= 2, "an integer >= 2"),
             ("--time-scale", time_scale, time_scale > 0, "a number > 0"),
         ):
@@ -283,8 +336,16 @@ def serve(
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         raise typer.Exit(2) from None
-    cfg = EmulatorConfig(prof, served_model_name or prof.name, max_num_seqs, max_num_batched_tokens,
-                         chunked_prefill, kv_capacity_tokens, max_model_len, time_scale)
+    cfg = EmulatorConfig(
+        prof,
+        served_model_name or prof.name,
+        max_num_seqs,
+        max_num_batched_tokens,
+        chunked_prefill,
+        kv_capacity_tokens,
+        max_model_len,
+        time_scale,
+    )
     uvicorn.run(create_app(cfg), host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
 
 

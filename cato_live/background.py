@@ -17,12 +17,19 @@ import uvicorn
 
 
 @contextmanager
-def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0, startup_timeout_s: float = 300.0,
-                    log_level: str = "warning", graceful_s: float = 5.0) -> Iterator[str]:
+def serve_in_thread(
+    app,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    startup_timeout_s: float = 300.0,
+    log_level: str = "warning",
+    graceful_s: float = 5.0,
+) -> Iterator[str]:
     """Serve ``app`` until the block ends; yields its base URL (``port=0``: a free port).
     At the end, open requests get ``graceful_s`` to finish."""
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
-                            timeout_graceful_shutdown=graceful_s)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, lifespan="on", timeout_graceful_shutdown=graceful_s
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{host}:{port}", daemon=True)
     thread.start()

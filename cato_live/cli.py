@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from cato_core.errors import InputError
 
-app = typer.Typer(help="CATO live: the SLA-aware gateway in front of real LLM replicas.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="CATO live: the SLA-aware gateway in front of real LLM replicas.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 
 
 @app.callback()
@@ -27,10 +30,9 @@ def _root() -> None:
 @app.command()
 def serve(
     deploy: Annotated[Path, typer.Argument(help="DEPLOY.yaml: models, policies, provisioner")],
-    host: Annotated[Optional[str], typer.Option(help="address to bind (default: DEPLOY's, 127.0.0.1)")] = None,
-    port: Annotated[Optional[int], typer.Option(help="port (default: DEPLOY's, 8000)")] = None,
-    token: Annotated[Optional[str], typer.Option(envvar="CATO_LIVE_TOKEN",
-                                                 help="bearer token clients must send")] = None,
+    host: Annotated[str | None, typer.Option(help="address to bind (default: DEPLOY's, 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default: DEPLOY's, 8000)")] = None,
+    token: Annotated[str | None, typer.Option(envvar="CATO_LIVE_TOKEN", help="bearer token clients must send")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
     access_log: Annotated[bool, typer.Option(help="log every HTTP request (costs latency)")] = False,
 ) -> None:
@@ -44,8 +46,7 @@ def serve(
         if port is not None and not 0 <= port <= 65535:
             raise InputError("--port", str(port), "a port number 0-65535")
         d = load_deploy(deploy)
-        d = d.model_copy(update={k: v for k, v in (("host", host), ("port", port), ("token", token))
-                                 if v is not None})
+        d = d.model_copy(update={k: v for k, v in (("host", host), ("port", port), ("token", token)) if v is not None})
         provisioner = make_provisioner(d)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -108,8 +108,10 @@ class Deploy(Strict):
     def _consistent(self) -> Deploy:
         if not self.models:
             raise ValueError("at least one model is needed")
-        for name, (_cls, params) in (("router", ROUTERS.get(self.router, (None, None))),
-                                     ("scaler", SCALERS.get(self.scaler, (None, None)))):
+        for name, (_cls, params) in (
+            ("router", ROUTERS.get(self.router, (None, None))),
+            ("scaler", SCALERS.get(self.scaler, (None, None))),
+        ):
             if params is None:
                 known = sorted(ROUTERS if name == "router" else SCALERS)
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; expected one of {known}")
@@ -118,16 +120,18 @@ class Deploy(Strict):
             raise ValueError(f"default_model {default!r} is not among models {sorted(self.models)}")
         self.default_model = default
         if self.default_task_type is not None and self.default_task_type not in self.task_types:
-            raise ValueError(f"default_task_type {self.default_task_type!r} is not among "
-                             f"task_types {sorted(self.task_types)}")
+            raise ValueError(
+                f"default_task_type {self.default_task_type!r} is not among task_types {sorted(self.task_types)}"
+            )
         tool_nodes = set()
         for tname, t in self.task_types.items():
             for n in t.nodes:
                 if n.kind == "tool":
                     tool_nodes.add(n.name)
                 elif t.model_of(n, default) not in self.models:
-                    raise ValueError(f"task type {tname!r} node {n.name!r} uses unknown model "
-                                     f"{t.model_of(n, default)!r}")
+                    raise ValueError(
+                        f"task type {tname!r} node {n.name!r} uses unknown model {t.model_of(n, default)!r}"
+                    )
         for tool in self.tools:
             if tool not in tool_nodes:
                 raise ValueError(f"tools: {tool!r} is no tool node of any task type {sorted(tool_nodes)}")
@@ -155,8 +159,10 @@ def parse_deploy(tree: Any, source: str, base: Path | None = None) -> Deploy:
     tree = {**tree, "task_types": merge_task_types(tree.get("task_types"), source)}
     try:
         deploy = Deploy.model_validate(tree)
-        for name, params in (("router_params", ROUTERS[deploy.router][1]),
-                             ("scaler_params", SCALERS[deploy.scaler][1])):
+        for name, params in (
+            ("router_params", ROUTERS[deploy.router][1]),
+            ("scaler_params", SCALERS[deploy.scaler][1]),
+        ):
             try:
                 params.model_validate(getattr(deploy, name))
             except ValidationError as e:
@@ -181,4 +187,3 @@ def load_deploy(path: str | Path) -> Deploy:
     """Read and check a DEPLOY.yaml file."""
     path = Path(path)
     return parse_deploy(read_yaml(path, "deploy"), str(path), path.parent)
-

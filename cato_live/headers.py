@@ -24,7 +24,13 @@ def deadline_ms(deadline_s: float, now_s: float) -> str:
     return f"{(deadline_s - now_s) * 1000.0:.3f}"
 
 
-def request_headers(task_type: str, task_id: str, node: str, sla_s: float, deadline_s: float,
-                    now_s: float) -> dict[str, str]:
-    return {TASK: task_type, TASK_ID: task_id, NODE: node, SLA_MS: f"{sla_s * 1000.0:.3f}",
-            DEADLINE_MS: deadline_ms(deadline_s, now_s)}
+def request_headers(
+    task_type: str, task_id: str, node: str, sla_s: float, deadline_s: float, now_s: float
+) -> dict[str, str]:
+    return {
+        TASK: task_type,
+        TASK_ID: task_id,
+        NODE: node,
+        SLA_MS: f"{sla_s * 1000.0:.3f}",
+        DEADLINE_MS: deadline_ms(deadline_s, now_s),
+    }

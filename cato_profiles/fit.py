@@ -84,13 +84,19 @@ STARCODER2_7B = ModelArch("StarCoder2-7B", 32, 4608, 36, 4, 128, 7.17e9)
 MODELS = {"codellama-7b": CODELLAMA_7B, "llama2-7b": CODELLAMA_7B, "starcoder2-7b": STARCODER2_7B}
 
 A100_80GB = DeviceSpec(
-    "A100-80GB", 312e12, 2.0e12, 80 * GIB,
+    "A100-80GB",
+    312e12,
+    2.0e12,
+    80 * GIB,
     basis="NVIDIA datasheet: 312 TFLOP/s dense fp16, 1.94 (PCIe) / 2.04 (SXM) TB/s; 2.0 used",
 )
 H100_SXM = DeviceSpec("H100-SXM", 989e12, 3.35e12, 80 * GIB, basis="NVIDIA datasheet, dense fp16")
 A40 = DeviceSpec("A40", 149.7e12, 0.696e12, 48 * GIB, basis="NVIDIA datasheet, dense fp16")
 ASCEND_910B4 = DeviceSpec(
-    "Ascend-910B4", 280e12, 0.8e12, 32 * GIB,
+    "Ascend-910B4",
+    280e12,
+    0.8e12,
+    32 * GIB,
     basis="ASSUMED: public figures for the 910B4 disagree; 280 TFLOP/s fp16 (figure commonly "
     "quoted for the 910B family) and 0.8 TB/s for its 32 GB HBM2e (sources range 0.4-1.6 "
     "TB/s); efficiencies assumed equal to the A100's",
@@ -112,8 +118,9 @@ class LinearFit:
     floor_rows: int = 0  # rows the floor was taken from (the line is fitted to the others)
 
 
-def read_vidur_mlp(csv_path: str | Path, *, n_layers: int, tensor_parallel: int = 1,
-                   d_model: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_vidur_mlp(
+    csv_path: str | Path, *, n_layers: int, tensor_parallel: int = 1, d_model: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Tokens T and seconds of one model pass without attention, per Vidur's operator medians.
 
     The embedding runs once per pass, every other operator once per layer.
@@ -143,12 +150,21 @@ def read_vidur_mlp(csv_path: str | Path, *, n_layers: int, tensor_parallel: int 
     return df.num_tokens.to_numpy(), ms.to_numpy() / 1e3
 
 
-def _residuals(t: np.ndarray, y: np.ndarray, a: float, b: float, floor: float = 0.0,
-               floor_rows: int = 0) -> LinearFit:
+def _residuals(t: np.ndarray, y: np.ndarray, a: float, b: float, floor: float = 0.0, floor_rows: int = 0) -> LinearFit:
     rel = (np.maximum(floor, a + b * t) - y) / y
     i = int(np.argmax(np.abs(rel)))
-    return LinearFit(float(a), float(b), float(np.sqrt(np.mean(rel**2))), float(abs(rel[i])),
-                     int(t[i]), len(t), int(t.min()), int(t.max()), float(floor), floor_rows)
+    return LinearFit(
+        float(a),
+        float(b),
+        float(np.sqrt(np.mean(rel**2))),
+        float(abs(rel[i])),
+        int(t[i]),
+        len(t),
+        int(t.min()),
+        int(t.max()),
+        float(floor),
+        floor_rows,
+    )
 
 
 def fit_linear(tokens: np.ndarray, seconds: np.ndarray) -> LinearFit:
@@ -159,8 +175,7 @@ def fit_linear(tokens: np.ndarray, seconds: np.ndarray) -> LinearFit:
     return _residuals(t, y, a, b)
 
 
-def fit_floored_linear(tokens: np.ndarray, seconds: np.ndarray,
-                       floor_max_tokens: int = FLOOR_MAX_TOKENS) -> LinearFit:
+def fit_floored_linear(tokens: np.ndarray, seconds: np.ndarray, floor_max_tokens: int = FLOOR_MAX_TOKENS) -> LinearFit:
     """max(floor, a + b*T): floor from the steps of T <= floor_max_tokens, line from the rest.
 
     A linear layer of T tokens does 2*T FLOPs per 2-byte fp16 weight it reads, i.e. T FLOPs a
@@ -183,21 +198,22 @@ def fit_floored_linear(tokens: np.ndarray, seconds: np.ndarray,
     if small.sum() < 1 or (~small).sum() < 2:
         return plain
     line = fit_linear(t[~small], y[~small])
-    floored = _residuals(t, y, line.overhead_s, line.per_token_s, float(np.median(y[small])),
-                         int(small.sum()))
+    floored = _residuals(t, y, line.overhead_s, line.per_token_s, float(np.median(y[small])), int(small.sum()))
     ok = line.overhead_s >= 0 and line.per_token_s > 0 and floored.rms_rel < plain.rms_rel
     return floored if ok else plain
 
 
-def attention_coefficients(arch: ModelArch, spec: DeviceSpec,
-                           tensor_parallel: int = 1) -> tuple[float, float]:
+def attention_coefficients(arch: ModelArch, spec: DeviceSpec, tensor_parallel: int = 1) -> tuple[float, float]:
     """(prefill_attn_s per unit of A, decode_ctx_s per context token); heads split over TP."""
-    return (arch.attn_flops_per_a / tensor_parallel / spec.achieved_flops,
-            arch.kv_bytes_per_token / tensor_parallel / spec.achieved_bandwidth)
+    return (
+        arch.attn_flops_per_a / tensor_parallel / spec.achieved_flops,
+        arch.kv_bytes_per_token / tensor_parallel / spec.achieved_bandwidth,
+    )
 
 
-def kv_capacity_tokens(arch: ModelArch, spec: DeviceSpec, tensor_parallel: int = 1,
-                       gpu_memory_utilization: float = 0.9) -> int:
+def kv_capacity_tokens(
+    arch: ModelArch, spec: DeviceSpec, tensor_parallel: int = 1, gpu_memory_utilization: float = 0.9
+) -> int:
     """Tokens of KV cache a replica holds (vLLM's activation reserve is not subtracted)."""
     free = spec.hbm_bytes * tensor_parallel * gpu_memory_utilization - arch.weight_bytes
     if free <= 0:
@@ -211,18 +227,25 @@ def _sig(x: float) -> float:
 
 
 def fit_vidur_profile(
-    csv_path: str | Path, *, name: str, model: str, device: str, tensor_parallel: int = 1,
-    arch: ModelArch = CODELLAMA_7B, spec: DeviceSpec = A100_80GB,
-    gpu_memory_utilization: float = 0.9, max_tokens: int | None = None,
-    floor_max_tokens: int = FLOOR_MAX_TOKENS, cold_start_s: float = 20.0,
+    csv_path: str | Path,
+    *,
+    name: str,
+    model: str,
+    device: str,
+    tensor_parallel: int = 1,
+    arch: ModelArch = CODELLAMA_7B,
+    spec: DeviceSpec = A100_80GB,
+    gpu_memory_utilization: float = 0.9,
+    max_tokens: int | None = None,
+    floor_max_tokens: int = FLOOR_MAX_TOKENS,
+    cold_start_s: float = 20.0,
     cold_start_basis: str = "13.5 GB fp16 weights read from NVMe (~2 GB/s, ~7 s) plus vLLM "
     "start-up (CUDA context, memory profiling, CUDA graph capture, ~13 s)",
     source: str | None = None,
 ) -> DeviceProfile:
     """Profile from a Vidur mlp.csv: fitted (floored) linear part, modelled attention and KV
     capacity."""
-    t, y = read_vidur_mlp(csv_path, n_layers=arch.n_layers, tensor_parallel=tensor_parallel,
-                          d_model=arch.d_model)
+    t, y = read_vidur_mlp(csv_path, n_layers=arch.n_layers, tensor_parallel=tensor_parallel, d_model=arch.d_model)
     if max_tokens is not None:
         t, y = t[t <= max_tokens], y[t <= max_tokens]
     if len(t) < 2:
@@ -230,115 +253,165 @@ def fit_vidur_profile(
     fit = fit_floored_linear(t, y, floor_max_tokens)
     plain = fit_linear(t, y)
     small = t <= floor_max_tokens
-    small_rel = np.abs(np.maximum(fit.floor_s, fit.overhead_s + fit.per_token_s * t[small])
-                       - y[small]) / y[small]
+    small_rel = np.abs(np.maximum(fit.floor_s, fit.overhead_s + fit.per_token_s * t[small]) - y[small]) / y[small]
     attn, ctx = attention_coefficients(arch, spec, tensor_parallel)
     kv = kv_capacity_tokens(arch, spec, tensor_parallel, gpu_memory_utilization)
     weight_read = arch.weight_bytes / tensor_parallel / spec.bandwidth
-    provenance = "\n".join([
-        f"Linear part fitted to Vidur's measured operator timings (microsoft/vidur, MIT): "
-        f"{source or Path(csv_path).as_posix()}, TP{tensor_parallel}.",
-        f"Per step: emb + {arch.n_layers} layers x (input_layernorm, attn_pre_proj, attn_rope, "
-        "attn_post_proj, post_attention_layernorm, mlp_up_proj, mlp_act, mlp_down_proj, add), "
-        "medians.",
-        *([
-            f"Small steps are weight-read bound: linear_floor_s = median of the "
-            f"{fit.floor_rows} rows with T <= {floor_max_tokens} "
-            f"({fit.floor_s * 1e3:.2f} ms); a + b*T fitted by least squares on relative "
-            f"error to the {fit.n_points - fit.floor_rows} rows with T > {floor_max_tokens}; "
-            f"the two meet at T = {(fit.floor_s - fit.overhead_s) / fit.per_token_s:.0f}.",
-            f"Residuals of max(floor, a + b*T) over all {fit.n_points} rows, "
-            f"T = {fit.t_min}..{fit.t_max}: rms {fit.rms_rel:.1%}, max {fit.max_rel:.1%} at "
-            f"T = {fit.max_rel_tokens}; max {small_rel.max():.1%} over T <= {floor_max_tokens} "
-            f"(a line alone fitted to all rows: rms {plain.rms_rel:.1%}, max "
-            f"{plain.max_rel:.1%} at T = {plain.max_rel_tokens}).",
-        ] if fit.floor_s > 0 else [
-            f"Fit a + b*T by least squares on relative error, {fit.n_points} rows, "
-            f"T = {fit.t_min}..{fit.t_max}: relative residuals rms {fit.rms_rel:.1%}, "
-            f"max {fit.max_rel:.1%} at T = {fit.max_rel_tokens}; no floor (one fitted to "
-            f"T <= {floor_max_tokens} did not lower the residuals).",
-        ]),
-        f"Attention is NOT measured; modelled for {arch.name} on {spec.name}:",
-        f"  prefill_attn_s = 2*layers*heads*head_dim = {arch.attn_flops_per_a} FLOPs per unit "
-        f"of A / ({spec.peak_flops / 1e12:g} TFLOP/s x {spec.flops_efficiency:g});",
-        f"  decode_ctx_s = 2*layers*kv_heads*head_dim*{arch.dtype_bytes} = "
-        f"{arch.kv_bytes_per_token} bytes per context token / "
-        f"({spec.bandwidth / 1e12:g} TB/s x {spec.bandwidth_efficiency:g}).",
-        f"  Check: reading {arch.weight_bytes / 1e9:.2f} GB of weights at "
-        f"{spec.bandwidth / 1e12:g} TB/s takes {weight_read * 1e3:.2f} ms; "
-        f"Vidur's T={int(t[0])} step is {y[0] * 1e3:.2f} ms"
-        + (f" and the floor {fit.floor_s * 1e3:.2f} ms (weights read at "
-           f"{weight_read / fit.floor_s:.2f} of the bandwidth)." if fit.floor_s > 0 else "."),
-        f"  Device: {spec.basis}.",
-        f"kv_capacity_tokens = ({spec.hbm_bytes / GIB:g} GiB x {tensor_parallel} x "
-        f"{gpu_memory_utilization:g} - {arch.weight_bytes / 1e9:.2f} GB weights) / "
-        f"{arch.kv_bytes_per_token} bytes.",
-        f"cold_start_s: {cold_start_basis}.",
-        "estimate: false for the linear part (measured); attention is modelled."
-        + (" TP > 1 omits all-reduce time." if tensor_parallel > 1 else ""),
-    ])
+    provenance = "\n".join(
+        [
+            f"Linear part fitted to Vidur's measured operator timings (microsoft/vidur, MIT): "
+            f"{source or Path(csv_path).as_posix()}, TP{tensor_parallel}.",
+            f"Per step: emb + {arch.n_layers} layers x (input_layernorm, attn_pre_proj, attn_rope, "
+            "attn_post_proj, post_attention_layernorm, mlp_up_proj, mlp_act, mlp_down_proj, add), "
+            "medians.",
+            *(
+                [
+                    f"Small steps are weight-read bound: linear_floor_s = median of the "
+                    f"{fit.floor_rows} rows with T <= {floor_max_tokens} "
+                    f"({fit.floor_s * 1e3:.2f} ms); a + b*T fitted by least squares on relative "
+                    f"error to the {fit.n_points - fit.floor_rows} rows with T > {floor_max_tokens}; "
+                    f"the two meet at T = {(fit.floor_s - fit.overhead_s) / fit.per_token_s:.0f}.",
+                    f"Residuals of max(floor, a + b*T) over all {fit.n_points} rows, "
+                    f"T = {fit.t_min}..{fit.t_max}: rms {fit.rms_rel:.1%}, max {fit.max_rel:.1%} at "
+                    f"T = {fit.max_rel_tokens}; max {small_rel.max():.1%} over T <= {floor_max_tokens} "
+                    f"(a line alone fitted to all rows: rms {plain.rms_rel:.1%}, max "
+                    f"{plain.max_rel:.1%} at T = {plain.max_rel_tokens}).",
+                ]
+                if fit.floor_s > 0
+                else [
+                    f"Fit a + b*T by least squares on relative error, {fit.n_points} rows, "
+                    f"T = {fit.t_min}..{fit.t_max}: relative residuals rms {fit.rms_rel:.1%}, "
+                    f"max {fit.max_rel:.1%} at T = {fit.max_rel_tokens}; no floor (one fitted to "
+                    f"T <= {floor_max_tokens} did not lower the residuals).",
+                ]
+            ),
+            f"Attention is NOT measured; modelled for {arch.name} on {spec.name}:",
+            f"  prefill_attn_s = 2*layers*heads*head_dim = {arch.attn_flops_per_a} FLOPs per unit "
+            f"of A / ({spec.peak_flops / 1e12:g} TFLOP/s x {spec.flops_efficiency:g});",
+            f"  decode_ctx_s = 2*layers*kv_heads*head_dim*{arch.dtype_bytes} = "
+            f"{arch.kv_bytes_per_token} bytes per context token / "
+            f"({spec.bandwidth / 1e12:g} TB/s x {spec.bandwidth_efficiency:g}).",
+            f"  Check: reading {arch.weight_bytes / 1e9:.2f} GB of weights at "
+            f"{spec.bandwidth / 1e12:g} TB/s takes {weight_read * 1e3:.2f} ms; "
+            f"Vidur's T={int(t[0])} step is {y[0] * 1e3:.2f} ms"
+            + (
+                f" and the floor {fit.floor_s * 1e3:.2f} ms (weights read at "
+                f"{weight_read / fit.floor_s:.2f} of the bandwidth)."
+                if fit.floor_s > 0
+                else "."
+            ),
+            f"  Device: {spec.basis}.",
+            f"kv_capacity_tokens = ({spec.hbm_bytes / GIB:g} GiB x {tensor_parallel} x "
+            f"{gpu_memory_utilization:g} - {arch.weight_bytes / 1e9:.2f} GB weights) / "
+            f"{arch.kv_bytes_per_token} bytes.",
+            f"cold_start_s: {cold_start_basis}.",
+            "estimate: false for the linear part (measured); attention is modelled."
+            + (" TP > 1 omits all-reduce time." if tensor_parallel > 1 else ""),
+        ]
+    )
     return DeviceProfile(
-        name=name, model=model, device=device, accelerators_per_replica=tensor_parallel,
-        overhead_s=_sig(fit.overhead_s), per_token_s=_sig(fit.per_token_s),
-        linear_floor_s=_sig(fit.floor_s), prefill_attn_s=_sig(attn), decode_ctx_s=_sig(ctx), kv_capacity_tokens=kv,
-        cold_start_s=cold_start_s, estimate=False, provenance=provenance,
+        name=name,
+        model=model,
+        device=device,
+        accelerators_per_replica=tensor_parallel,
+        overhead_s=_sig(fit.overhead_s),
+        per_token_s=_sig(fit.per_token_s),
+        linear_floor_s=_sig(fit.floor_s),
+        prefill_attn_s=_sig(attn),
+        decode_ctx_s=_sig(ctx),
+        kv_capacity_tokens=kv,
+        cold_start_s=cold_start_s,
+        estimate=False,
+        provenance=provenance,
     )
 
 
 def scale_profile(
-    base: DeviceProfile, *, name: str, model: str, device: str, compute_ratio: float,
-    bandwidth_ratio: float, kv_capacity_tokens: int, cold_start_s: float, basis: str,
-    param_ratio: float = 1.0, attn_flops_ratio: float = 1.0, kv_bytes_ratio: float = 1.0,
+    base: DeviceProfile,
+    *,
+    name: str,
+    model: str,
+    device: str,
+    compute_ratio: float,
+    bandwidth_ratio: float,
+    kv_capacity_tokens: int,
+    cold_start_s: float,
+    basis: str,
+    param_ratio: float = 1.0,
+    attn_flops_ratio: float = 1.0,
+    kv_bytes_ratio: float = 1.0,
 ) -> DeviceProfile:
     """Estimate for another device/model. Ratios are target over base (achieved FLOP/s, bytes/s,
     parameters, attention FLOPs per unit of A, KV bytes per token)."""
-    return base.model_copy(update=dict(
-        name=name, model=model, device=device,
-        # the fixed cost of a step is mostly reading the weights once: bandwidth-bound
-        overhead_s=_sig(base.overhead_s * param_ratio / bandwidth_ratio),
-        # the floor IS the time to read the weights once: weight bytes / bandwidth
-        linear_floor_s=_sig(base.linear_floor_s * param_ratio / bandwidth_ratio),
-        per_token_s=_sig(base.per_token_s * param_ratio / compute_ratio),
-        prefill_attn_s=_sig(base.prefill_attn_s * attn_flops_ratio / compute_ratio),
-        decode_ctx_s=_sig(base.decode_ctx_s * kv_bytes_ratio / bandwidth_ratio),
-        kv_capacity_tokens=kv_capacity_tokens, cold_start_s=cold_start_s, estimate=True,
-        provenance=f"ESTIMATE derived from profile {base.name}.\n{basis}\n"
-        f"overhead_s and linear_floor_s x {param_ratio:.4g} (params) / {bandwidth_ratio:.4g} "
-        "(bandwidth); "
-        f"per_token_s x {param_ratio:.4g} / {compute_ratio:.4g} (compute); "
-        f"prefill_attn_s x {attn_flops_ratio:.4g} / {compute_ratio:.4g}; "
-        f"decode_ctx_s x {kv_bytes_ratio:.4g} (KV bytes) / {bandwidth_ratio:.4g}.\n"
-        "Base profile provenance:\n"
-        + "\n".join("  " + line for line in base.provenance.splitlines()),
-    ))
+    return base.model_copy(
+        update=dict(
+            name=name,
+            model=model,
+            device=device,
+            # the fixed cost of a step is mostly reading the weights once: bandwidth-bound
+            overhead_s=_sig(base.overhead_s * param_ratio / bandwidth_ratio),
+            # the floor IS the time to read the weights once: weight bytes / bandwidth
+            linear_floor_s=_sig(base.linear_floor_s * param_ratio / bandwidth_ratio),
+            per_token_s=_sig(base.per_token_s * param_ratio / compute_ratio),
+            prefill_attn_s=_sig(base.prefill_attn_s * attn_flops_ratio / compute_ratio),
+            decode_ctx_s=_sig(base.decode_ctx_s * kv_bytes_ratio / bandwidth_ratio),
+            kv_capacity_tokens=kv_capacity_tokens,
+            cold_start_s=cold_start_s,
+            estimate=True,
+            provenance=f"ESTIMATE derived from profile {base.name}.\n{basis}\n"
+            f"overhead_s and linear_floor_s x {param_ratio:.4g} (params) / {bandwidth_ratio:.4g} "
+            "(bandwidth); "
+            f"per_token_s x {param_ratio:.4g} / {compute_ratio:.4g} (compute); "
+            f"prefill_attn_s x {attn_flops_ratio:.4g} / {compute_ratio:.4g}; "
+            f"decode_ctx_s x {kv_bytes_ratio:.4g} (KV bytes) / {bandwidth_ratio:.4g}.\n"
+            "Base profile provenance:\n" + "\n".join("  " + line for line in base.provenance.splitlines()),
+        )
+    )
 
 
-def port_profile(base: DeviceProfile, *, name: str, model: str, device: str,
-                 base_arch: ModelArch, arch: ModelArch, base_spec: DeviceSpec,
-                 spec: DeviceSpec, cold_start_s: float, cold_start_basis: str,
-                 gpu_memory_utilization: float = 0.9) -> DeviceProfile:
+def port_profile(
+    base: DeviceProfile,
+    *,
+    name: str,
+    model: str,
+    device: str,
+    base_arch: ModelArch,
+    arch: ModelArch,
+    base_spec: DeviceSpec,
+    spec: DeviceSpec,
+    cold_start_s: float,
+    cold_start_basis: str,
+    gpu_memory_utilization: float = 0.9,
+) -> DeviceProfile:
     """scale_profile with the ratios and KV capacity computed from architectures and specs."""
     tp = base.accelerators_per_replica
     kv = kv_capacity_tokens(arch, spec, tp, gpu_memory_utilization)
-    basis = "\n".join([
-        f"{arch.name} ({arch.params / 1e9:g}B params, {arch.n_layers} layers, {arch.n_heads} "
-        f"heads, {arch.n_kv_heads} KV heads, head_dim {arch.head_dim}) on {spec.name}.",
-        f"Device: {spec.peak_flops / 1e12:g} TFLOP/s x {spec.flops_efficiency:g}, "
-        f"{spec.bandwidth / 1e12:g} TB/s x {spec.bandwidth_efficiency:g}, "
-        f"{spec.hbm_bytes / GIB:g} GiB; {spec.basis}.",
-        f"kv_capacity_tokens = ({spec.hbm_bytes / GIB:g} GiB x {tp} x "
-        f"{gpu_memory_utilization:g} - {arch.weight_bytes / 1e9:.2f} GB weights) / "
-        f"{arch.kv_bytes_per_token} bytes.",
-        f"cold_start_s: {cold_start_basis}.",
-    ])
+    basis = "\n".join(
+        [
+            f"{arch.name} ({arch.params / 1e9:g}B params, {arch.n_layers} layers, {arch.n_heads} "
+            f"heads, {arch.n_kv_heads} KV heads, head_dim {arch.head_dim}) on {spec.name}.",
+            f"Device: {spec.peak_flops / 1e12:g} TFLOP/s x {spec.flops_efficiency:g}, "
+            f"{spec.bandwidth / 1e12:g} TB/s x {spec.bandwidth_efficiency:g}, "
+            f"{spec.hbm_bytes / GIB:g} GiB; {spec.basis}.",
+            f"kv_capacity_tokens = ({spec.hbm_bytes / GIB:g} GiB x {tp} x "
+            f"{gpu_memory_utilization:g} - {arch.weight_bytes / 1e9:.2f} GB weights) / "
+            f"{arch.kv_bytes_per_token} bytes.",
+            f"cold_start_s: {cold_start_basis}.",
+        ]
+    )
     return scale_profile(
-        base, name=name, model=model, device=device,
+        base,
+        name=name,
+        model=model,
+        device=device,
         compute_ratio=spec.achieved_flops / base_spec.achieved_flops,
         bandwidth_ratio=spec.achieved_bandwidth / base_spec.achieved_bandwidth,
         param_ratio=arch.params / base_arch.params,
         attn_flops_ratio=arch.attn_flops_per_a / base_arch.attn_flops_per_a,
         kv_bytes_ratio=arch.kv_bytes_per_token / base_arch.kv_bytes_per_token,
-        kv_capacity_tokens=kv, cold_start_s=cold_start_s, basis=basis,
+        kv_capacity_tokens=kv,
+        cold_start_s=cold_start_s,
+        basis=basis,
     )
 
 
@@ -363,19 +436,24 @@ def write_profile(profile: DeviceProfile, path: str | Path) -> Path:
         "+ decode_ctx_s*C (cato_core/profile.py).\n"
         "# Generated by cato_profiles.fit; regenerate rather than edit.\n"
     )
-    body = yaml.dump(profile.model_dump(), Dumper=_Dumper, sort_keys=False, width=100,
-                     allow_unicode=True)
+    body = yaml.dump(profile.model_dump(), Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + body)
     return path
 
 
 SHIPPED_COLD_START = {
-    "a100": (20.0, "13.5 GB fp16 weights read from NVMe (~2 GB/s, ~7 s) plus vLLM start-up "
-             "(CUDA context, memory profiling, CUDA graph capture, ~13 s)"),
-    "910b4": (30.0, "ASSUMED: ~14 GB weights from NVMe plus vllm-ascend start-up (CANN/torch-npu "
-              "init and graph compilation are slower than CUDA's); the paper names cold starts "
-              "during bursts as a limit"),
+    "a100": (
+        20.0,
+        "13.5 GB fp16 weights read from NVMe (~2 GB/s, ~7 s) plus vLLM start-up "
+        "(CUDA context, memory profiling, CUDA graph capture, ~13 s)",
+    ),
+    "910b4": (
+        30.0,
+        "ASSUMED: ~14 GB weights from NVMe plus vllm-ascend start-up (CANN/torch-npu "
+        "init and graph compilation are slower than CUDA's); the paper names cold starts "
+        "during bursts as a limit",
+    ),
 }
 
 
@@ -383,19 +461,31 @@ def build_shipped_profiles(data_dir: str | Path, out_dir: str | Path) -> list[Pa
     """Regenerate cato_profiles/*.yaml from the copied Vidur data."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     base = fit_vidur_profile(
-        data_dir / VIDUR_A100_CSV, name="codellama-7b_a100", model="codellama/CodeLlama-7b-hf",
-        device="NVIDIA A100-80GB", cold_start_s=SHIPPED_COLD_START["a100"][0],
-        cold_start_basis=SHIPPED_COLD_START["a100"][1], source=f"data/{VIDUR_A100_CSV}",
+        data_dir / VIDUR_A100_CSV,
+        name="codellama-7b_a100",
+        model="codellama/CodeLlama-7b-hf",
+        device="NVIDIA A100-80GB",
+        cold_start_s=SHIPPED_COLD_START["a100"][0],
+        cold_start_basis=SHIPPED_COLD_START["a100"][1],
+        source=f"data/{VIDUR_A100_CSV}",
     )
     ports = [
         ("codellama-7b_910b4", "codellama/CodeLlama-7b-hf", CODELLAMA_7B),
         ("starcoder2-7b_910b4", "bigcode/starcoder2-7b", STARCODER2_7B),
     ]
     profiles = [base] + [
-        port_profile(base, name=n, model=m, device="Huawei Ascend 910B4", base_arch=CODELLAMA_7B,
-                     arch=a, base_spec=A100_80GB, spec=ASCEND_910B4,
-                     cold_start_s=SHIPPED_COLD_START["910b4"][0],
-                     cold_start_basis=SHIPPED_COLD_START["910b4"][1])
+        port_profile(
+            base,
+            name=n,
+            model=m,
+            device="Huawei Ascend 910B4",
+            base_arch=CODELLAMA_7B,
+            arch=a,
+            base_spec=A100_80GB,
+            spec=ASCEND_910B4,
+            cold_start_s=SHIPPED_COLD_START["910b4"][0],
+            cold_start_basis=SHIPPED_COLD_START["910b4"][1],
+        )
         for n, m, a in ports
     ]
     out_dir.mkdir(parents=True, exist_ok=True)

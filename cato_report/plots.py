@@ -58,7 +58,7 @@ def plot_comparison(runs: dict[str, Path], summaries: dict[str, dict], out: Path
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, metric in zip(axes, ("ttft_p95", "e2e_p95")):
+    for ax, metric in zip(axes, ("ttft_p95", "e2e_p95"), strict=True):
         x = np.arange(len(types))
         for i, n in enumerate(names):
             vals = [summaries[n]["by_task_type"].get(t, {}).get(metric) or 0 for t in types]

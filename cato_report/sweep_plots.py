@@ -19,9 +19,38 @@ from cato_report.plots import replicas_over_time
 
 RUN_KEYS = ["policy", "rate", "seed"]
 # Student's t, two-sided 95%, by degrees of freedom 1..30; beyond, 1.96 + 2.5/df (within 0.002)
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-         2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+_T975 = [
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+]
 
 
 def t975(df: int) -> float:
@@ -50,8 +79,15 @@ def band(frame: pd.DataFrame, value: str, by: list[str] | None = None) -> pd.Dat
         n = v.size
         mean = float(v.mean()) if n else np.nan
         half = t975(n - 1) * float(v.std(ddof=1)) / np.sqrt(n) if n >= 2 else 0.0
-        rows.append({**dict(zip(by, keys if isinstance(keys, tuple) else (keys,))),
-                     "mean": mean, "lo": mean - half, "hi": mean + half, "n": n})
+        rows.append(
+            {
+                **dict(zip(by, keys if isinstance(keys, tuple) else (keys,), strict=True)),
+                "mean": mean,
+                "lo": mean - half,
+                "hi": mean + half,
+                "n": n,
+            }
+        )
     out = pd.DataFrame(rows, columns=[*by, "mean", "lo", "hi", "n"])
     return out.sort_values(by, key=_policy_order(frame), kind="stable").reset_index(drop=True)
 
@@ -77,7 +113,7 @@ def draw_curves(ax, frame: pd.DataFrame, value: str, clip: tuple[float, float] |
         lo, hi = g["lo"].to_numpy(), g["hi"].to_numpy()
         if clip is not None:
             lo, hi = np.clip(lo, *clip), np.clip(hi, *clip)
-        line, = ax.plot(g["rate"], g["mean"], marker="o", label=p)
+        (line,) = ax.plot(g["rate"], g["mean"], marker="o", label=p)
         ax.fill_between(g["rate"], lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel("arrival rate (tasks/s)")
     ax.grid(alpha=0.3)
@@ -128,7 +164,7 @@ def plot_goodput(frame: pd.DataFrame, out: Path) -> Path:
     types = sorted(frame["task_type"].unique())
     fig, axes = _figure(len(types) + 1)
     draw_goodput(axes[0, 0], frame)
-    for ax, t in zip(axes[0, 1:], types):
+    for ax, t in zip(axes[0, 1:], types, strict=True):
         draw_goodput(ax, frame, t)
     _legend(fig, axes[0, 0])
     return _save(fig, out / "goodput_vs_rate.png")
@@ -137,8 +173,8 @@ def plot_goodput(frame: pd.DataFrame, out: Path) -> Path:
 def plot_latency(frame: pd.DataFrame, out: Path, metrics=("ttft_p95", "e2e_p95")) -> Path:
     types = sorted(frame["task_type"].unique())
     fig, axes = _figure(max(len(types), 1), len(metrics))
-    for row, m in zip(axes, metrics):
-        for ax, t in zip(row, types):
+    for row, m in zip(axes, metrics, strict=True):
+        for ax, t in zip(row, types, strict=False):  # no task types: one axis, left empty
             draw_latency(ax, frame, m, t)
     _legend(fig, axes[0, 0])
     return _save(fig, out / "latency_p95_vs_rate.png")
@@ -195,5 +231,9 @@ def plot_sweep(sweep_dir: Path, frame: pd.DataFrame | None = None, out: Path | N
     out.mkdir(parents=True, exist_ok=True)
     if frame.empty:
         return []
-    return [plot_goodput(frame, out), plot_latency(frame, out), plot_utilization(frame, out),
-            plot_replicas(frame, sweep_dir, out)]
+    return [
+        plot_goodput(frame, out),
+        plot_latency(frame, out),
+        plot_utilization(frame, out),
+        plot_replicas(frame, sweep_dir, out),
+    ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -11,27 +11,35 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cato_core.errors import InputError, exits_on_input_error
 
-app = typer.Typer(help="CATO simulator: SLA-aware routing and scaling of AI-coding tasks.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="CATO simulator: SLA-aware routing and scaling of AI-coding tasks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 trace_app = typer.Typer(help="Make and import traces.", no_args_is_help=True)
 profile_app = typer.Typer(help="Fit device profiles.", no_args_is_help=True)
 app.add_typer(trace_app, name="trace")
 app.add_typer(profile_app, name="profile")
 
 
-
 def progress_bar(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 @app.command()
 @exits_on_input_error
 def run(
     experiment: Annotated[Path, typer.Argument(help="experiment YAML")],
-    out: Annotated[Optional[Path], typer.Option(help="results folder (default results/<name>)")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="overrides the experiment's seed")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override: key.sub=value")] = None,
+    out: Annotated[Path | None, typer.Option(help="results folder (default results/<name>)")] = None,
+    seed: Annotated[int | None, typer.Option(help="overrides the experiment's seed")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override: key.sub=value")] = None,
 ) -> None:
     """Simulate every set-up of EXPERIMENT on one trace; write tables, summary and plots."""
     from cato_report.plots import plot_comparison
@@ -53,15 +61,23 @@ def run(
 @app.command()
 @exits_on_input_error
 def sweep(
-    experiment: Annotated[Optional[Path], typer.Argument(help="experiment YAML (not with --plots-only)")] = None,
-    rates: Annotated[Optional[str], typer.Option(help="arrival rates in tasks/s, e.g. 0.67,1.33,2")] = None,
-    policies: Annotated[str, typer.Option(help="set-up names of the experiment, or built-ins cato, rayserve, round_robin")] = "cato,rayserve,round_robin",
+    experiment: Annotated[Path | None, typer.Argument(help="experiment YAML (not with --plots-only)")] = None,
+    rates: Annotated[str | None, typer.Option(help="arrival rates in tasks/s, e.g. 0.67,1.33,2")] = None,
+    policies: Annotated[
+        str, typer.Option(help="set-up names of the experiment, or built-ins cato, rayserve, round_robin")
+    ] = "cato,rayserve,round_robin",
     seeds: Annotated[int, typer.Option(help="seeds per (policy, rate)")] = 1,
-    workers: Annotated[Optional[int], typer.Option(help="parallel processes (default: CPU count); with --ray-address local: its CPUs")] = None,
-    ray_address: Annotated[Optional[str], typer.Option(help="run as Ray tasks: a Ray cluster address, or 'local' to start one")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="sweep folder (default results/<name>-sweep)")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override: key.sub=value")] = None,
-    plots_only: Annotated[bool, typer.Option(help="rebuild sweep.parquet, table and plots of --out from its run files")] = False,
+    workers: Annotated[
+        int | None, typer.Option(help="parallel processes (default: CPU count); with --ray-address local: its CPUs")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="run as Ray tasks: a Ray cluster address, or 'local' to start one")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="sweep folder (default results/<name>-sweep)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override: key.sub=value")] = None,
+    plots_only: Annotated[
+        bool, typer.Option(help="rebuild sweep.parquet, table and plots of --out from its run files")
+    ] = False,
 ) -> None:
     """Simulate EXPERIMENT at every policy x rate x seed in parallel; write sweep.parquet and plots.
 
@@ -113,7 +129,7 @@ def reproduce(
     out: Annotated[Path, typer.Option(help="where the sweeps go")] = Path("results/reproduce"),
     report: Annotated[Path, typer.Option(help="the report to write")] = Path("reports/paper.md"),
     seeds: Annotated[int, typer.Option(help="seeds per point")] = 5,
-    workers: Annotated[Optional[int], typer.Option(help="parallel processes")] = None,
+    workers: Annotated[int | None, typer.Option(help="parallel processes")] = None,
     report_only: Annotated[bool, typer.Option(help="rewrite the report from existing sweeps")] = False,
 ) -> None:
     """Run the paper's experiments as sweeps and write the reproduction report."""
@@ -131,9 +147,11 @@ def reproduce(
 def trace_generate(
     out: Annotated[Path, typer.Option(help="trace parquet to write")],
     rate: Annotated[float, typer.Option(help="tasks per second (Poisson)")],
-    duration_s: Annotated[Optional[float], typer.Option(help="arrivals before this time")] = None,
-    num_tasks: Annotated[Optional[int], typer.Option(help="number of tasks")] = None,
-    mix: Annotated[str, typer.Option(help="task-type weights")] = "completion=1,generation=1,summarization=1,translation=1",
+    duration_s: Annotated[float | None, typer.Option(help="arrivals before this time")] = None,
+    num_tasks: Annotated[int | None, typer.Option(help="number of tasks")] = None,
+    mix: Annotated[
+        str, typer.Option(help="task-type weights")
+    ] = "completion=1,generation=1,summarization=1,translation=1",
     seed: Annotated[int, typer.Option()] = 0,
     lengths: Annotated[str, typer.Option(help="measured | prompts")] = "measured",
     with_prompt: Annotated[bool, typer.Option(help="add prompt text (lengths=prompts)")] = False,
@@ -147,9 +165,18 @@ def trace_generate(
         try:
             weights[name.strip()] = float(w)
         except ValueError:
-            raise InputError("--mix", name.strip() or part, "type=weight pairs, e.g. completion=1,generation=2") from None
-    df = generate_trace(rate=rate, duration_s=duration_s, num_tasks=num_tasks, mix=weights,
-                        seed=seed, lengths=lengths, with_prompt=with_prompt)
+            raise InputError(
+                "--mix", name.strip() or part, "type=weight pairs, e.g. completion=1,generation=2"
+            ) from None
+    df = generate_trace(
+        rate=rate,
+        duration_s=duration_s,
+        num_tasks=num_tasks,
+        mix=weights,
+        seed=seed,
+        lengths=lengths,
+        with_prompt=with_prompt,
+    )
     save_trace(df, out)
     typer.echo(f"{len(df)} tasks over {df['arrival_s'].max():.1f} s -> {out}")
 
@@ -163,15 +190,24 @@ def trace_import(
     seed: Annotated[int, typer.Option()] = 0,
     time_scale: Annotated[float, typer.Option(help="multiplies arrival times (0.5 = twice as fast)")] = 1.0,
     mapping: Annotated[str, typer.Option(help="task types: lengths (by token shape) | mix")] = "lengths",
-    mix: Annotated[Optional[str], typer.Option(help="type weights for --mapping mix, e.g. completion=1,generation=2")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="keep the first N requests")] = None,
+    mix: Annotated[
+        str | None, typer.Option(help="type weights for --mapping mix, e.g. completion=1,generation=2")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="keep the first N requests")] = None,
 ) -> None:
     """Convert a public request trace to a trace of coding tasks (cato_traces.importers)."""
     from cato_traces.files import write_trace
     from cato_traces.importers import import_trace, parse_mix, summary
 
-    df = import_trace(kind, file, seed=seed, time_scale=time_scale, mapping=mapping,
-                      mix=parse_mix(mix) if mix is not None else None, limit=limit)
+    df = import_trace(
+        kind,
+        file,
+        seed=seed,
+        time_scale=time_scale,
+        mapping=mapping,
+        mix=parse_mix(mix) if mix is not None else None,
+        limit=limit,
+    )
     write_trace(df, out)
     typer.echo(f"{summary(df)} -> {out}")
 
@@ -181,7 +217,7 @@ def trace_import(
 def profile_fit(
     csv: Annotated[Path, typer.Argument(help="Vidur mlp.csv (per-operator timings)")],
     out: Annotated[Path, typer.Option(help="profile YAML to write")],
-    name: Annotated[Optional[str], typer.Option()] = None,
+    name: Annotated[str | None, typer.Option()] = None,
     arch: Annotated[str, typer.Option(help="model architecture")] = "codellama-7b",
     device: Annotated[str, typer.Option(help="device spec")] = "a100",
     tensor_parallel: Annotated[int, typer.Option()] = 1,
@@ -194,10 +230,17 @@ def profile_fit(
         raise InputError("--arch", arch, f"one of {sorted(pf.MODELS)}")
     if device not in pf.DEVICES:
         raise InputError("--device", device, f"one of {sorted(pf.DEVICES)}")
-    prof = pf.fit_vidur_profile(csv, name=name or out.stem, model=pf.MODELS[arch].name,
-                                device=pf.DEVICES[device].name, tensor_parallel=tensor_parallel,
-                                arch=pf.MODELS[arch], spec=pf.DEVICES[device],
-                                cold_start_s=cold_start_s, cold_start_basis="given on the command line")
+    prof = pf.fit_vidur_profile(
+        csv,
+        name=name or out.stem,
+        model=pf.MODELS[arch].name,
+        device=pf.DEVICES[device].name,
+        tensor_parallel=tensor_parallel,
+        arch=pf.MODELS[arch],
+        spec=pf.DEVICES[device],
+        cold_start_s=cold_start_s,
+        cold_start_basis="given on the command line",
+    )
     typer.echo(pf.write_profile(prof, out))
 
 

@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from cato_core.errors import InputError
 from cato_core.routers import ROUTERS
 from cato_core.scalers import SCALERS
-from cato_core.yaml_file import read_yaml
 from cato_core.tasks import TaskType, default_task_types, merge_task_types
+from cato_core.yaml_file import read_yaml
 
 
 class Strict(BaseModel):
@@ -29,7 +29,9 @@ class GenerateSpec(Strict):
     rate: float = Field(gt=0)  # tasks per second
     duration_s: float | None = Field(default=None, gt=0)
     num_tasks: int | None = Field(default=None, gt=0)
-    mix: dict[str, float] = Field(default_factory=lambda: {"completion": 1, "generation": 1, "summarization": 1, "translation": 1})
+    mix: dict[str, float] = Field(
+        default_factory=lambda: {"completion": 1, "generation": 1, "summarization": 1, "translation": 1}
+    )
     lengths: Literal["measured", "prompts"] = "measured"
 
 
@@ -75,8 +77,10 @@ class Setup(Strict):
             raise ValueError(f"unknown router {self.router!r}; expected one of {sorted(ROUTERS)}")
         if self.scaler not in SCALERS:
             raise ValueError(f"unknown scaler {self.scaler!r}; expected one of {sorted(SCALERS)}")
-        for kind, name, params, params_cls in (("router", self.router, self.router_params, ROUTERS[self.router][1]),
-                                               ("scaler", self.scaler, self.scaler_params, SCALERS[self.scaler][1])):
+        for kind, name, params, params_cls in (
+            ("router", self.router, self.router_params, ROUTERS[self.router][1]),
+            ("scaler", self.scaler, self.scaler_params, SCALERS[self.scaler][1]),
+        ):
             try:
                 params_cls.model_validate(params)
             except ValidationError as e:

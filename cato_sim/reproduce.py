@@ -10,6 +10,7 @@ so it can be regenerated without simulating again (``--report-only``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +42,9 @@ def sweeps() -> dict[str, SweepSpec]:
         "rq1": SweepSpec("paper_rq1.yaml", PAPER_RATES, "RQ1, SLA 3x baseline"),
         "rq1_tight": SweepSpec("paper_rq1.yaml", PAPER_RATES, f"RQ1, SLA {TIGHT_SLA:g}x baseline", tight),
         "all_tasks": SweepSpec("paper_all_tasks.yaml", PAPER_RATES, "all four task types, autoscaling, SLA 3x"),
-        "all_tasks_tight": SweepSpec("paper_all_tasks.yaml", PAPER_RATES,
-                                     f"all four task types, autoscaling, SLA {TIGHT_SLA:g}x", tight),
+        "all_tasks_tight": SweepSpec(
+            "paper_all_tasks.yaml", PAPER_RATES, f"all four task types, autoscaling, SLA {TIGHT_SLA:g}x", tight
+        ),
         "coldstart": SweepSpec("coldstart_burst.yaml", [8.0, 12.0], "a burst from one replica with 30 s cold starts"),
         "azure": SweepSpec("azure_code.yaml", [2.57, 5.13], "the Azure code trace at its own rate and twice it"),
     }
@@ -59,6 +61,7 @@ def run_all(root: Path, out: Path, seeds: int, workers: int | None, progress=Non
 
 
 # -- the report ---------------------------------------------------------------------------
+
 
 @dataclass
 class Figure:
@@ -88,8 +91,9 @@ def best_baseline(frame: pd.DataFrame, rate: float) -> str:
     return str(means.idxmax())
 
 
-def paired(frame: pd.DataFrame, rate: float, column: str, task_type: str | None = None,
-           relative: bool = False) -> tuple[Figure, str]:
+def paired(
+    frame: pd.DataFrame, rate: float, column: str, task_type: str | None = None, relative: bool = False
+) -> tuple[Figure, str]:
     """CATO minus the best baseline at ``rate``, paired by seed (relative: CATO / baseline - 1)."""
     rows = frame if task_type else runs(frame)
     if task_type:
@@ -139,7 +143,14 @@ def claims(out: Path) -> list[dict]:
         rq1 = _load(out, "rq1" + suffix)
         if all_tasks is not None:
             for claim, paper, column, ttype, rel, lower in (
-                ("All four types: Goodput rate up to +10 points vs the best baseline", 0.10, "all_goodput_rate", None, False, False),
+                (
+                    "All four types: Goodput rate up to +10 points vs the best baseline",
+                    0.10,
+                    "all_goodput_rate",
+                    None,
+                    False,
+                    False,
+                ),
                 ("All four types: utilization up to +41.1%", 0.411, "utilization", None, True, False),
                 ("Summarization P95 E2E -18%", -0.18, "e2e_p95", "summarization", True, True),
                 ("Generation P95 TTFT -14%", -0.14, "ttft_p95", "generation", True, True),
@@ -151,16 +162,25 @@ def claims(out: Path) -> list[dict]:
             mid = rates[len(rates) // 2]
             cato = interval(r[(r["policy"] == "cato") & (r["rate"] == mid)]["utilization"])
             ray = interval(r[(r["policy"] == "rayserve") & (r["rate"] == mid)]["utilization"])
-            add("Moderate load: CATO's utilization below Ray Serve's", label, "0.43 vs 0.47",
+            add(
+                "Moderate load: CATO's utilization below Ray Serve's",
+                label,
+                "0.43 vs 0.47",
                 f"{cato.fmt(signed=False)} vs {ray.fmt(signed=False)} at {mid:g}/s (means)",
-                "direction only" if cato.mean < ray.mean else "no")
+                "direction only" if cato.mean < ray.mean else "no",
+            )
         if rq1 is not None:
             rates = sorted(rq1["rate"].unique())[2:]  # the paper's 2.0-3.33
             gains = [paired(rq1, rate, "all_goodput_rate")[0] for rate in rates]
-            text = ", ".join(f"{rate:g}/s: {g.fmt()}" for rate, g in zip(rates, gains))
-            grows = bool(gains) and all(b.mean >= a.mean for a, b in zip(gains, gains[1:])) and gains[-1].mean > 0
-            add("RQ1: CATO's Goodput gain grows with load (2.0-3.33 tasks/s)", label, "grows", text or "-",
-                "yes" if grows else "no" if gains else "no data")
+            text = ", ".join(f"{rate:g}/s: {g.fmt()}" for rate, g in zip(rates, gains, strict=True))
+            grows = bool(gains) and all(b.mean >= a.mean for a, b in pairwise(gains)) and gains[-1].mean > 0
+            add(
+                "RQ1: CATO's Goodput gain grows with load (2.0-3.33 tasks/s)",
+                label,
+                "grows",
+                text or "-",
+                "yes" if grows else "no" if gains else "no data",
+            )
     return rows
 
 
@@ -169,8 +189,14 @@ def _setup_table(out: Path, name: str) -> str:
     if frame is None:
         return f"(no results in {out / name})\n"
     r = runs(frame)
-    lines = ["| rate | " + " | ".join(f"{p} Goodput" for p in POLICIES) + " | " + " | ".join(f"{p} util." for p in POLICIES) + " |",
-             "|---" * (1 + 2 * len(POLICIES)) + "|"]
+    lines = [
+        "| rate | "
+        + " | ".join(f"{p} Goodput" for p in POLICIES)
+        + " | "
+        + " | ".join(f"{p} util." for p in POLICIES)
+        + " |",
+        "|---" * (1 + 2 * len(POLICIES)) + "|",
+    ]
     for rate in sorted(r["rate"].unique()):
         at = r[r["rate"] == rate]
         good = [interval(at[at["policy"] == p]["all_goodput_rate"]).fmt(signed=False) for p in POLICIES]

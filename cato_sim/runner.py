@@ -15,12 +15,12 @@ from pathlib import Path
 import pandas as pd
 
 from cato_core.errors import InputError
-from cato_report.summary import summarize
 from cato_core.profile import load_profile
 from cato_core.provenance import versions
-from cato_traces.files import read_trace, write_trace
+from cato_report.summary import summarize
 from cato_sim.experiment import Experiment, Setup
 from cato_sim.simulation import Simulation
+from cato_traces.files import read_trace, write_trace
 from cato_traces.generate import generate_trace
 
 VERSIONED = ("cato", "simpy", "numpy", "pandas", "pyarrow", "pydantic")
@@ -42,20 +42,29 @@ def build_trace(exp: Experiment, base_dir: Path, seed: int) -> pd.DataFrame:
         df = read_trace(path if path.is_absolute() else base_dir / path, set(exp.task_types))
     else:
         g = spec.generate
-        df = generate_trace(rate=g.rate, duration_s=g.duration_s, num_tasks=g.num_tasks,
-                            mix=g.mix, seed=seed, lengths=g.lengths)
+        df = generate_trace(
+            rate=g.rate, duration_s=g.duration_s, num_tasks=g.num_tasks, mix=g.mix, seed=seed, lengths=g.lengths
+        )
     if spec.limit is not None:
         df = df.iloc[: spec.limit]
     if spec.time_scale != 1.0:
         df = df.assign(arrival_s=df["arrival_s"] * spec.time_scale)
     unknown = sorted(set(df["task_type"]) - set(exp.task_types))
     if unknown:
-        raise InputError(str(spec.path or "trace.generate"), "task_type", f"one of {sorted(exp.task_types)} (got {unknown[0]!r})")
+        raise InputError(
+            str(spec.path or "trace.generate"), "task_type", f"one of {sorted(exp.task_types)} (got {unknown[0]!r})"
+        )
     return df.reset_index(drop=True)
 
 
-def run_setup(exp: Experiment, setup: Setup, trace: pd.DataFrame, out: Path, seed: int,
-              on_task_done: Callable[[], None] | None = None) -> dict:
+def run_setup(
+    exp: Experiment,
+    setup: Setup,
+    trace: pd.DataFrame,
+    out: Path,
+    seed: int,
+    on_task_done: Callable[[], None] | None = None,
+) -> dict:
     """Simulate one set-up; writes its tables and summary.json and returns the summary."""
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -79,8 +88,9 @@ def run_setup(exp: Experiment, setup: Setup, trace: pd.DataFrame, out: Path, see
     return summary
 
 
-def run_experiment(exp: Experiment, base_dir: Path, out: Path, seed: int | None = None,
-                   progress=None) -> dict[str, dict]:
+def run_experiment(
+    exp: Experiment, base_dir: Path, out: Path, seed: int | None = None, progress=None
+) -> dict[str, dict]:
     """Run every set-up of ``exp`` on one trace; returns summaries by set-up name.
 
     ``progress``: a rich Progress to report on (None: silent).

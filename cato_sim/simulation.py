@@ -60,9 +60,17 @@ class Simulation:
         self.cluster = Cluster(exp.cluster.machines, exp.cluster.accelerators_per_machine)
         self.profiles: dict[str, DeviceProfile] = {m: load_profile(s.profile) for m, s in exp.models.items()}
         self.pools = {
-            m: ModelPool(m, self.profiles[m], spec.max_num_seqs, self.router,
-                         make_scaler(setup.scaler, setup.scaler_params), call_later=self._call_later,
-                         dispatch=self._dispatch, reject=self._reject, on_released=self._released)
+            m: ModelPool(
+                m,
+                self.profiles[m],
+                spec.max_num_seqs,
+                self.router,
+                make_scaler(setup.scaler, setup.scaler_params),
+                call_later=self._call_later,
+                dispatch=self._dispatch,
+                reject=self._reject,
+                on_released=self._released,
+            )
             for m, spec in exp.models.items()
         }
         self.plans = compile_plans(exp.task_types, exp.default_model)
@@ -104,8 +112,15 @@ class Simulation:
         env = self.env
         t = self.trace
         sla = t["sla_s"].tolist() if "sla_s" in t else [None] * len(t)
-        cols = zip(t["task_id"].tolist(), t["arrival_s"].tolist(), t["task_type"].tolist(),
-                   t["prompt_tokens"].tolist(), t["output_tokens"].tolist(), sla)
+        cols = zip(
+            t["task_id"].tolist(),
+            t["arrival_s"].tolist(),
+            t["task_type"].tolist(),
+            t["prompt_tokens"].tolist(),
+            t["output_tokens"].tolist(),
+            sla,
+            strict=True,
+        )
         for task_id, arrival, ttype, prompt, output, sla in cols:
             if arrival > env.now:
                 yield env.timeout(arrival - env.now)
@@ -118,16 +133,25 @@ class Simulation:
         now = self.env.now
         rec = run.start_node(node, now)
         if node.kind == "tool":
-            dur = node.tool_s * math.exp(node.tool_sigma * self.rng.standard_normal()) if node.tool_sigma else node.tool_s
+            dur = (
+                node.tool_s * math.exp(node.tool_sigma * self.rng.standard_normal()) if node.tool_sigma else node.tool_s
+            )
             ev = self.env.timeout(dur)
             ev.callbacks.append(lambda _e: self._node_done(run, node.index, self.env.now))
             return
         self._seq += 1
         r = LLMRequest(
-            request_id=f"{run.task_id}/{node.name}", task_id=run.task_id, model=node.model,
-            prompt_tokens=run.prompt_tokens, output_tokens=run.output_tokens, arrival_s=now,
+            request_id=f"{run.task_id}/{node.name}",
+            task_id=run.task_id,
+            model=node.model,
+            prompt_tokens=run.prompt_tokens,
+            output_tokens=run.output_tokens,
+            arrival_s=now,
             deadline_s=run.deadlines[node.index],
-            ttft_only=node.ttft_only, seq=self._seq, record=rec, ref=(run, node.index),
+            ttft_only=node.ttft_only,
+            seq=self._seq,
+            record=rec,
+            ref=(run, node.index),
         )
         self.pools[node.model].submit(r, now)
 
@@ -196,11 +220,16 @@ class Simulation:
         now = self.env.now
         self._replica_no += 1
         state = pool.new_replica(f"{model}-{self._replica_no}", now)
-        engine = Engine(self.env, state, profile, self,
-                        max_num_seqs=spec.max_num_seqs,
-                        max_num_batched_tokens=spec.max_num_batched_tokens,
-                        chunked_prefill=spec.chunked_prefill,
-                        kv_capacity_tokens=spec.kv_capacity_tokens or profile.kv_capacity_tokens)
+        engine = Engine(
+            self.env,
+            state,
+            profile,
+            self,
+            max_num_seqs=spec.max_num_seqs,
+            max_num_batched_tokens=spec.max_num_batched_tokens,
+            chunked_prefill=spec.chunked_prefill,
+            kv_capacity_tokens=spec.kv_capacity_tokens or profile.kv_capacity_tokens,
+        )
         state.driver = _Replica(state, engine, machine)
         if warm:
             pool.mark_ready(state, now)
@@ -223,9 +252,18 @@ class Simulation:
 
     def _write_replica(self, replica: _Replica, end: float) -> None:
         s = replica.state
-        self.replica_rows.add((s.id, s.model, replica.machine, s.asked_s, s.ready_s,
-                               s.released_s if s.released_s is not None else end,
-                               replica.engine.busy_until_now(end), s.requests))
+        self.replica_rows.add(
+            (
+                s.id,
+                s.model,
+                replica.machine,
+                s.asked_s,
+                s.ready_s,
+                s.released_s if s.released_s is not None else end,
+                replica.engine.busy_until_now(end),
+                s.requests,
+            )
+        )
 
     def _close(self, end: float) -> None:
         for run in list(self.open.values()):

@@ -57,8 +57,16 @@ LATENCY = [f"{m}_p{q}" for m in ("ttft", "e2e") for q in PERCENTILES]
 KEYS = ["policy", "rate", "seed", "task_type"]  # one row per run and task type; sorted by these
 ID_COLUMNS = ["policy", "rate", "seed", "run_seed", "task_type", "router", "scaler"]
 TYPE_COLUMNS = ["tasks", "goodput_rate", *LATENCY]  # figures of the row's task type
-RUN_COLUMNS = ["all_tasks", "all_goodput_rate", "all_goodput_per_s", *[f"all_{c}" for c in LATENCY],
-               "utilization", "replica_seconds", "accelerator_seconds", "simulated_s"]  # of the whole run
+RUN_COLUMNS = [
+    "all_tasks",
+    "all_goodput_rate",
+    "all_goodput_per_s",
+    *[f"all_{c}" for c in LATENCY],
+    "utilization",
+    "replica_seconds",
+    "accelerator_seconds",
+    "simulated_s",
+]  # of the whole run
 WALL_COLUMNS = ["wall_s"]  # the only columns that depend on the machine
 COLUMNS = [*ID_COLUMNS, *TYPE_COLUMNS, *RUN_COLUMNS, *WALL_COLUMNS, "run_dir"]
 
@@ -107,7 +115,9 @@ def resolve_policies(exp: Experiment, names: list[str]) -> list[Setup]:
         elif n in BUILTIN_POLICIES:
             setups.append(Setup.model_validate(BUILTIN_POLICIES[n]))
         else:
-            raise InputError("--policies", n, f"a set-up of the experiment {sorted(own)} or a built-in {sorted(BUILTIN_POLICIES)}")
+            raise InputError(
+                "--policies", n, f"a set-up of the experiment {sorted(own)} or a built-in {sorted(BUILTIN_POLICIES)}"
+            )
     if len(set(names)) != len(names):
         raise InputError("--policies", ",".join(names), "distinct names")
     return setups
@@ -138,7 +148,9 @@ def plan_sweep(exp: Experiment, base_dir: Path, policies: list[str], rates: list
             spec["profile"] = str(Path(spec["profile"]).resolve())
     if exp.trace.path is not None:
         tree["trace"]["path"] = str((base_dir / exp.trace.path).resolve())
-        raw = build_trace(exp.model_copy(update={"trace": exp.trace.model_copy(update={"time_scale": 1.0})}), base_dir, exp.seed)
+        raw = build_trace(
+            exp.model_copy(update={"trace": exp.trace.model_copy(update={"time_scale": 1.0})}), base_dir, exp.seed
+        )
         base_rate = _mean_rate(raw)
         task_types = sorted(set(raw["task_type"]))
         mode = "time_scale"
@@ -172,9 +184,18 @@ def jobs_of(plan: dict, out: Path) -> list[dict]:
             else:
                 tree["trace"]["time_scale"] = plan["trace_mean_rate"] / rate
             for i, seed in enumerate(plan["run_seeds"]):
-                jobs.append({"experiment": tree, "base_dir": plan["base_dir"], "setup": setup,
-                             "policy": setup["name"], "rate": rate, "seed": i, "run_seed": seed,
-                             "out": str(Path(out).resolve() / run_dir(setup["name"], rate, i))})
+                jobs.append(
+                    {
+                        "experiment": tree,
+                        "base_dir": plan["base_dir"],
+                        "setup": setup,
+                        "policy": setup["name"],
+                        "rate": rate,
+                        "seed": i,
+                        "run_seed": seed,
+                        "out": str(Path(out).resolve() / run_dir(setup["name"], rate, i)),
+                    }
+                )
     return jobs
 
 
@@ -223,8 +244,12 @@ def _local(jobs: list[dict], workers: int) -> Iterator[dict]:
 
 def _lost(job: dict, e: BaseException) -> dict:
     """A run whose worker died before it could report: recorded like any failure."""
-    failure = {**{k: job[k] for k in ("policy", "rate", "seed", "run_seed")}, "ok": False,
-               "error": f"worker lost: {type(e).__name__}: {e}", "traceback": ""}
+    failure = {
+        **{k: job[k] for k in ("policy", "rate", "seed", "run_seed")},
+        "ok": False,
+        "error": f"worker lost: {type(e).__name__}: {e}",
+        "traceback": "",
+    }
     out = Path(job["out"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "failure.json").write_text(json.dumps(failure, indent=2) + "\n")
@@ -242,7 +267,9 @@ def _reachable(address: str) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
     except OSError as e:
-        raise InputError("--ray-address", address, f"a reachable Ray cluster or 'local' ({e.__class__.__name__})") from None
+        raise InputError(
+            "--ray-address", address, f"a reachable Ray cluster or 'local' ({e.__class__.__name__})"
+        ) from None
 
 
 def _ray(jobs: list[dict], address: str, workers: int | None) -> Iterator[dict]:
@@ -261,12 +288,18 @@ def _ray(jobs: list[dict], address: str, workers: int | None) -> Iterator[dict]:
         try:
             if address == "local":
                 path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH", "")]))
-                ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False,
-                         log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+                ray.init(
+                    num_cpus=workers or os.cpu_count() or 1,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    runtime_env={"env_vars": {"PYTHONPATH": path}},
+                )
             else:
                 ray.init(address=address, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise InputError("--ray-address", address, f"a reachable Ray cluster or 'local' ({type(e).__name__})") from None
+            raise InputError(
+                "--ray-address", address, f"a reachable Ray cluster or 'local' ({type(e).__name__})"
+            ) from None
     return _ray_results(ray, jobs, started)
 
 
@@ -294,9 +327,17 @@ class SweepResult:
     out: Path = Path(".")
 
 
-def run_sweep(exp: Experiment, base_dir: Path, out: Path, policies: list[str], rates: list[float],
-              seeds: int, workers: int | None = None, ray_address: str | None = None,
-              progress=None) -> SweepResult:
+def run_sweep(
+    exp: Experiment,
+    base_dir: Path,
+    out: Path,
+    policies: list[str],
+    rates: list[float],
+    seeds: int,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    progress=None,
+) -> SweepResult:
     """Run every (policy, rate, seed) and collect; ``progress``: a rich Progress (None: silent)."""
     plan = plan_sweep(exp, base_dir, policies, rates, seeds)
     if workers is not None and workers < 1:
@@ -314,7 +355,9 @@ def run_sweep(exp: Experiment, base_dir: Path, out: Path, policies: list[str], r
         if progress is not None:
             progress.advance(bar)
             if not rec["ok"]:
-                progress.console.print(f"[red]failed[/red] {rec['policy']} rate={rate_label(rec['rate'])} seed={rec['seed']}: {rec['error']}")
+                progress.console.print(
+                    f"[red]failed[/red] {rec['policy']} rate={rate_label(rec['rate'])} seed={rec['seed']}: {rec['error']}"
+                )
     return collect(out)
 
 
@@ -325,17 +368,32 @@ def _num(x) -> float:
 def _rows(summary: dict, job: dict, task_types: list[str], rel: str) -> list[dict]:
     setup = summary["config"]["setup"]
     run = {f"all_{c}": _num(summary.get(c)) for c in ["goodput_rate", "goodput_per_s", *LATENCY]}
-    run.update(all_tasks=int(summary["tasks"]), utilization=_num(summary.get("utilization")),
-               replica_seconds=_num(summary.get("replica_seconds")),
-               accelerator_seconds=_num(summary.get("accelerator_seconds")),
-               simulated_s=_num(summary.get("simulated_s")), wall_s=_num(summary.get("wall_s")))
+    run.update(
+        all_tasks=int(summary["tasks"]),
+        utilization=_num(summary.get("utilization")),
+        replica_seconds=_num(summary.get("replica_seconds")),
+        accelerator_seconds=_num(summary.get("accelerator_seconds")),
+        simulated_s=_num(summary.get("simulated_s")),
+        wall_s=_num(summary.get("wall_s")),
+    )
     rows = []
     for t in task_types:
         figs = summary["by_task_type"].get(t, {})
-        rows.append({"policy": job["policy"], "rate": float(job["rate"]), "seed": int(job["seed"]),
-                     "run_seed": int(job["run_seed"]), "task_type": t, "router": setup["router"],
-                     "scaler": setup["scaler"], "tasks": int(figs.get("tasks", 0)),
-                     **{c: _num(figs.get(c)) for c in ["goodput_rate", *LATENCY]}, **run, "run_dir": rel})
+        rows.append(
+            {
+                "policy": job["policy"],
+                "rate": float(job["rate"]),
+                "seed": int(job["seed"]),
+                "run_seed": int(job["run_seed"]),
+                "task_type": t,
+                "router": setup["router"],
+                "scaler": setup["scaler"],
+                "tasks": int(figs.get("tasks", 0)),
+                **{c: _num(figs.get(c)) for c in ["goodput_rate", *LATENCY]},
+                **run,
+                "run_dir": rel,
+            }
+        )
     return rows
 
 
@@ -362,7 +420,9 @@ def collect(out: Path) -> SweepResult:
     frame = pd.DataFrame(rows, columns=COLUMNS)
     order = {s["name"]: i for i, s in enumerate(plan["policies"])}
     frame = frame.sort_values(KEYS, key=lambda c: c.map(order) if c.name == "policy" else c, kind="stable")
-    frame = frame.reset_index(drop=True).astype({"rate": float, "seed": int, "run_seed": "int64", "tasks": int, "all_tasks": int})
+    frame = frame.reset_index(drop=True).astype(
+        {"rate": float, "seed": int, "run_seed": "int64", "tasks": int, "all_tasks": int}
+    )
     frame.to_parquet(out / "sweep.parquet", index=False)
     (out / "failures.json").write_text(json.dumps(failures, indent=2) + "\n")
     return SweepResult(frame, failures, out)

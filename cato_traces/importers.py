@@ -120,7 +120,9 @@ def _tokens(kind: str, src: str, col: pd.Series) -> np.ndarray:
     x = pd.to_numeric(col, errors="coerce").to_numpy(np.float64)
     bad = ~np.isfinite(x) | (x < 0) | (x != np.round(x))
     if bad.any():
-        raise InputError(src, col.name, f"token counts, integers >= 0 (line {_bad_line(kind, bad)}: {col[bad].iloc[0]!r})")
+        raise InputError(
+            src, col.name, f"token counts, integers >= 0 (line {_bad_line(kind, bad)}: {col[bad].iloc[0]!r})"
+        )
     return x.astype(np.int64)
 
 
@@ -142,7 +144,9 @@ def parse_mix(text: str, source: str = "--mix") -> dict[str, float]:
         try:
             weights[name.strip()] = float(w)
         except ValueError:
-            raise InputError(source, name.strip() or part, "type=weight pairs, e.g. completion=1,generation=2") from None
+            raise InputError(
+                source, name.strip() or part, "type=weight pairs, e.g. completion=1,generation=2"
+            ) from None
     return weights
 
 
@@ -201,7 +205,7 @@ def import_trace(
         raise InputError(src, "rows", "at least one request")
     for col in (tcol, pcol, ocol):
         if col not in raw.columns:
-            raise InputError(src, col, f"a required column (need {', '.join((tcol, pcol, ocol))})")
+            raise InputError(src, col, f"a required column (need {tcol}, {pcol}, {ocol})")
     t = _seconds(kind, src, raw[tcol], unit)
     prompt, output = _tokens(kind, src, raw[pcol]), _tokens(kind, src, raw[ocol])
 

@@ -36,8 +36,16 @@ def test_run_writes_tables_summary_plots_per_setup(tmp_path):
         assert {"simpy", "python", "cato"} <= set(s["versions"])
         assert s["goodput_rate"] == pytest.approx(tasks["met"].mean())
         for t, fig in s["by_task_type"].items():
-            assert set(fig) >= {"tasks", "goodput_rate", "ttft_p50", "ttft_p95", "ttft_p99",
-                                "e2e_p50", "e2e_p95", "e2e_p99"}
+            assert set(fig) >= {
+                "tasks",
+                "goodput_rate",
+                "ttft_p50",
+                "ttft_p95",
+                "ttft_p99",
+                "e2e_p50",
+                "e2e_p95",
+                "e2e_p99",
+            }
             assert fig["tasks"] == (tasks["task_type"] == t).sum()
     for png in ("goodput.png", "latency_p95.png", "replicas.png"):
         assert (tmp_path / "plots" / png).stat().st_size > 1000
@@ -58,26 +66,62 @@ setups: [{name: a, router: cato}]
 
 
 def bad_inputs(tmp_path):
-    good_trace = pd.DataFrame({"task_id": ["a"], "arrival_s": [0.0], "task_type": ["completion"],
-                               "prompt_tokens": [10], "output_tokens": [5]})
+    good_trace = pd.DataFrame(
+        {"task_id": ["a"], "arrival_s": [0.0], "task_type": ["completion"], "prompt_tokens": [10], "output_tokens": [5]}
+    )
     good_trace.drop(columns=["output_tokens"]).to_parquet(tmp_path / "nocol.parquet")
     good_trace.iloc[:0].to_parquet(tmp_path / "empty.parquet")
     return {
         "malformed yaml": (write(tmp_path, "bad.yaml", "trace: [unclosed\n"), "bad.yaml", "line"),
-        "unknown policy": (write(tmp_path, "pol.yaml", EXP.replace("router: cato", "router: fastest")), "pol.yaml", "router"),
-        "negative rate": (write(tmp_path, "neg.yaml", EXP.replace("{path: trace.parquet}", "{generate: {rate: -2, duration_s: 5}}")), "neg.yaml", "rate"),
+        "unknown policy": (
+            write(tmp_path, "pol.yaml", EXP.replace("router: cato", "router: fastest")),
+            "pol.yaml",
+            "router",
+        ),
+        "negative rate": (
+            write(tmp_path, "neg.yaml", EXP.replace("{path: trace.parquet}", "{generate: {rate: -2, duration_s: 5}}")),
+            "neg.yaml",
+            "rate",
+        ),
         "missing file": (tmp_path / "nope.yaml", "nope.yaml", "experiment"),
         "missing trace": (write(tmp_path, "mt.yaml", EXP), "trace.parquet", "trace"),
-        "missing column": (write(tmp_path, "mc.yaml", EXP.replace("trace.parquet", "nocol.parquet")), "nocol.parquet", "output_tokens"),
-        "empty trace": (write(tmp_path, "em.yaml", EXP.replace("trace.parquet", "empty.parquet")), "empty.parquet", "rows"),
+        "missing column": (
+            write(tmp_path, "mc.yaml", EXP.replace("trace.parquet", "nocol.parquet")),
+            "nocol.parquet",
+            "output_tokens",
+        ),
+        "empty trace": (
+            write(tmp_path, "em.yaml", EXP.replace("trace.parquet", "empty.parquet")),
+            "empty.parquet",
+            "rows",
+        ),
         "unknown profile": (write(tmp_path, "pr.yaml", EXP.replace("codellama-7b_a100", "gpt-9")), "gpt-9", "profile"),
-        "bad policy parameter": (write(tmp_path, "pp.yaml", EXP.replace("router: cato}", "router: cato, scaler: fixed, scaler_params: {min_replicas: 2}}")), "pp.yaml", "scaler_params.min_replicas"),
+        "bad policy parameter": (
+            write(
+                tmp_path,
+                "pp.yaml",
+                EXP.replace("router: cato}", "router: cato, scaler: fixed, scaler_params: {min_replicas: 2}}"),
+            ),
+            "pp.yaml",
+            "scaler_params.min_replicas",
+        ),
     }
 
 
-@pytest.mark.parametrize("case", ["malformed yaml", "unknown policy", "negative rate", "missing file",
-                                  "missing trace", "missing column", "empty trace", "unknown profile",
-                                  "bad policy parameter"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "malformed yaml",
+        "unknown policy",
+        "negative rate",
+        "missing file",
+        "missing trace",
+        "missing column",
+        "empty trace",
+        "unknown profile",
+        "bad policy parameter",
+    ],
+)
 def test_bad_input_is_one_line_exit_2(tmp_path, case):
     path, names_file, names_field = bad_inputs(tmp_path)[case]
     res = invoke("run", path, "--out", tmp_path / "out")
@@ -96,8 +140,9 @@ def test_bad_set_override_and_trace_generate_errors(tmp_path):
 
 def test_console_script_runs_as_a_process(tmp_path):
     """The installed entry point, in a real process: no traceback on bad input."""
-    proc = subprocess.run([sys.executable, "-m", "cato_sim", "run", str(tmp_path / "x.yaml")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cato_sim", "run", str(tmp_path / "x.yaml")], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {tmp_path / 'x.yaml'}: experiment: an existing YAML file"
 
@@ -106,8 +151,20 @@ def test_trace_generate_writes_a_readable_trace(tmp_path):
     from cato_traces.files import read_trace
 
     out = tmp_path / "t.parquet"
-    res = invoke("trace", "generate", "--out", out, "--rate", 2, "--num-tasks", 50, "--seed", 3,
-                 "--mix", "completion=1,translation=3")
+    res = invoke(
+        "trace",
+        "generate",
+        "--out",
+        out,
+        "--rate",
+        2,
+        "--num-tasks",
+        50,
+        "--seed",
+        3,
+        "--mix",
+        "completion=1,translation=3",
+    )
     assert res.exit_code == 0, res.output
     df = read_trace(out)
     assert len(df) == 50 and set(df["task_type"]) <= {"completion", "translation"}
@@ -123,8 +180,9 @@ NOT_TEXT = {
 
 
 def run_module(module, *args):
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
 
 
 def assert_one_line_exit_2(proc, names):
@@ -150,8 +208,13 @@ def test_run_on_a_directory(tmp_path):
 
 def test_run_with_a_profile_that_is_a_binary_file(tmp_path):
     (tmp_path / "prof.png").write_bytes(NOT_TEXT["png header"])
-    exp = write(tmp_path, "e.yaml", EXP.replace("{path: trace.parquet}", "{generate: {rate: 1, duration_s: 5}}")
-                .replace("codellama-7b_a100", "prof.png"))
+    exp = write(
+        tmp_path,
+        "e.yaml",
+        EXP.replace("{path: trace.parquet}", "{generate: {rate: 1, duration_s: 5}}").replace(
+            "codellama-7b_a100", "prof.png"
+        ),
+    )
     line = assert_one_line_exit_2(run_module("cato_sim", "run", exp, "--out", tmp_path / "out"), "prof.png")
     assert "byte 0x89 at offset 0 is not UTF-8" in line
 

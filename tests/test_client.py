@@ -15,8 +15,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from cato_live.background import serve_in_thread
-from cato_live.replay.client import RequestFailed, stream_completion
 from cato_live.error_text import error_message
+from cato_live.replay.client import RequestFailed, stream_completion
 
 
 def sse(*events) -> StreamingResponse:
@@ -31,16 +31,31 @@ CHUNK = {"choices": [{"index": 0, "text": "a"}]}
 ANSWERS = {
     "ok": lambda: sse(CHUNK, CHUNK, {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}, "[DONE]"),
     "vllm500": lambda: JSONResponse({"object": "error", "message": "engine dead", "code": 500}, 500),
-    "gateway502": lambda: JSONResponse({"error": {"message": "replica r1 answered HTTP 500: engine dead",
-                                                  "type": "upstream_error", "code": 502}}, 502,
-                                       headers={"X-CATO-Replica": "r1"}),
-    "gateway504": lambda: JSONResponse({"error": {"message": "replica r1 was silent past its timeout",
-                                                  "type": "timeout_error", "code": 504}}, 504),
+    "gateway502": lambda: JSONResponse(
+        {"error": {"message": "replica r1 answered HTTP 500: engine dead", "type": "upstream_error", "code": 502}},
+        502,
+        headers={"X-CATO-Replica": "r1"},
+    ),
+    "gateway504": lambda: JSONResponse(
+        {"error": {"message": "replica r1 was silent past its timeout", "type": "timeout_error", "code": 504}}, 504
+    ),
     "proxy502": lambda: PlainTextResponse("<html>\n  Bad   Gateway\n</html>", 502),
-    "midstream": lambda: sse(CHUNK, {"error": {"message": "replica r1 failed mid-stream: RemoteProtocolError",
-                                               "type": "upstream_error", "code": 502}}, "[DONE]"),
-    "late": lambda: sse(CHUNK, {"error": {"message": "replica r1 was silent past its timeout",
-                                          "type": "timeout_error", "code": 504}}, "[DONE]"),
+    "midstream": lambda: sse(
+        CHUNK,
+        {
+            "error": {
+                "message": "replica r1 failed mid-stream: RemoteProtocolError",
+                "type": "upstream_error",
+                "code": 502,
+            }
+        },
+        "[DONE]",
+    ),
+    "late": lambda: sse(
+        CHUNK,
+        {"error": {"message": "replica r1 was silent past its timeout", "type": "timeout_error", "code": 504}},
+        "[DONE]",
+    ),
     "cut": lambda: sse(CHUNK),
 }
 
@@ -60,8 +75,14 @@ def call(url: str, kind: str):
 
     async def go():
         async with httpx.AsyncClient() as c:
-            return await stream_completion(c, url + "/v1/completions", {"prompt": [1, 2, 3], "max_tokens": 2},
-                                           {"x-answer": kind}, lambda: float(next(ticks)), 10.0)
+            return await stream_completion(
+                c,
+                url + "/v1/completions",
+                {"prompt": [1, 2, 3], "max_tokens": 2},
+                {"x-answer": kind},
+                lambda: float(next(ticks)),
+                10.0,
+            )
 
     return asyncio.run(go())
 
@@ -78,15 +99,18 @@ def test_a_complete_stream_is_timed_on_the_given_clock(server):
     assert (got.first_token_s, got.end_s, got.prompt_tokens, got.output_tokens) == (1.0, 2.0, 3, 2)
 
 
-@pytest.mark.parametrize("kind, status, reason, first", [
-    ("vllm500", "failed", "HTTP 500: engine dead", None),
-    ("gateway502", "failed", "HTTP 502: replica r1 answered HTTP 500: engine dead", None),
-    ("gateway504", "timeout", "HTTP 504: replica r1 was silent past its timeout", None),
-    ("proxy502", "failed", "HTTP 502: <html> Bad Gateway </html>", None),
-    ("midstream", "failed", "stream error: replica r1 failed mid-stream: RemoteProtocolError", 1.0),
-    ("late", "timeout", "stream error: replica r1 was silent past its timeout", 1.0),
-    ("cut", "failed", "stream ended without [DONE]", 1.0),
-])
+@pytest.mark.parametrize(
+    "kind, status, reason, first",
+    [
+        ("vllm500", "failed", "HTTP 500: engine dead", None),
+        ("gateway502", "failed", "HTTP 502: replica r1 answered HTTP 500: engine dead", None),
+        ("gateway504", "timeout", "HTTP 504: replica r1 was silent past its timeout", None),
+        ("proxy502", "failed", "HTTP 502: <html> Bad Gateway </html>", None),
+        ("midstream", "failed", "stream error: replica r1 failed mid-stream: RemoteProtocolError", 1.0),
+        ("late", "timeout", "stream error: replica r1 was silent past its timeout", 1.0),
+        ("cut", "failed", "stream ended without [DONE]", 1.0),
+    ],
+)
 def test_each_failure_becomes_a_status_and_one_line(server, kind, status, reason, first):
     e = failure(server, kind)
     assert (e.status, e.reason, e.first_token_s) == (status, reason, first)
@@ -96,12 +120,15 @@ def test_the_gateways_replica_header_is_kept_on_failure(server):
     assert failure(server, "gateway502").replica == "r1"
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"error": {"message": "a"}}', "a"),
-    ('{"object": "error", "message": "b"}', "b"),
-    ('{"error": "c"}', "c"),
-    ('[1, 2]', "[1, 2]"),
-    ("not json\n at all", "not json at all"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"error": {"message": "a"}}', "a"),
+        ('{"object": "error", "message": "b"}', "b"),
+        ('{"error": "c"}', "c"),
+        ("[1, 2]", "[1, 2]"),
+        ("not json\n at all", "not json at all"),
+    ],
+)
 def test_error_message(text, message):
     assert error_message(text) == message

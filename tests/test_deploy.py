@@ -56,8 +56,9 @@ def test_a_deploy_file_or_its_profile_that_is_not_text_is_one_clear_error(tmp_pa
     bad.write_text(yaml.safe_dump(tree(models={"m": {"profile": "p.yaml"}})))
     with pytest.raises(InputError) as e:
         load_deploy(bad)
-    assert str(e.value) == (f"{bad}: models.m.profile: a UTF-8 YAML text file (byte 0x89 at offset 0 "
-                            f"is not UTF-8) ({tmp_path / 'p.yaml'})")
+    assert str(e.value) == (
+        f"{bad}: models.m.profile: a UTF-8 YAML text file (byte 0x89 at offset 0 is not UTF-8) ({tmp_path / 'p.yaml'})"
+    )
 
 
 def test_defaults():
@@ -86,39 +87,73 @@ def test_profile_path_is_relative_to_the_deploy_file(tmp_path, profile_file):
 
 
 def test_inline_profile():
-    inline = {"name": "x", "model": "m", "device": "cpu", "overhead_s": 0.01, "per_token_s": 0.001,
-              "prefill_attn_s": 0, "decode_ctx_s": 0, "kv_capacity_tokens": 1000, "cold_start_s": 1}
+    inline = {
+        "name": "x",
+        "model": "m",
+        "device": "cpu",
+        "overhead_s": 0.01,
+        "per_token_s": 0.001,
+        "prefill_attn_s": 0,
+        "decode_ctx_s": 0,
+        "kv_capacity_tokens": 1000,
+        "cold_start_s": 1,
+    }
     assert parse_deploy(tree(models={"m": {"profile": inline}}), "d.yaml").profile("m").overhead_s == 0.01
 
 
-@pytest.mark.parametrize("over, message", [
-    ({"models": {}}, "d.yaml: (top level): at least one model is needed"),
-    ({"router": "fastest"}, "d.yaml: (top level): unknown router 'fastest'; expected one of "
-                            "['cato', 'pow2', 'round_robin']"),
-    ({"scaler": "magic"}, "d.yaml: (top level): unknown scaler 'magic'; expected one of ['cato', 'fixed', 'rayserve']"),
-    ({"router": "pow2", "router_params": {"max_ongoing": 3}},
-     "d.yaml: router_params.max_ongoing: Extra inputs are not permitted"),
-    ({"scaler": "cato", "scaler_params": {"window_s": -1}},
-     "d.yaml: scaler_params.window_s: Input should be greater than 0"),
-    ({"port": 70000}, "d.yaml: port: Input should be less than or equal to 65535"),
-    ({"colour": "blue"}, "d.yaml: colour: Extra inputs are not permitted"),
-    ({"provisioner": {"kind": "kubernetes"}},
-     "d.yaml: provisioner: unknown provisioner kind 'kubernetes'; expected one of "
-     "['emulator', 'process', 'ray', 'static']"),
-    ({"default_model": "x"}, "d.yaml: (top level): default_model 'x' is not among models ['m']"),
-    ({"default_task_type": "poetry"}, "d.yaml: (top level): default_task_type 'poetry' is not among "
-                                      "task_types ['completion', 'generation', 'summarization', 'translation']"),
-    ({"tools": {"compile": 1.0}}, "d.yaml: (top level): tools: 'compile' is no tool node of any task type "
-                                  "['retrieve', 'validate']"),
-    ({"tools": {"retrieve": 0}}, "d.yaml: tools.retrieve: Input should be greater than 0"),
-    ({"task_types": {"generation": {"model": "other"}}},
-     "d.yaml: (top level): task type 'generation' node 'llm' uses unknown model 'other'"),
-    ({"models": {"m": {"profile": "nope"}}},
-     "d.yaml: models.m.profile: a profile file or one of ['codellama-7b_910b4', 'codellama-7b_a100', "
-     "'starcoder2-7b_910b4'] (nope)"),
-    ({"models": {"m": {"profile": "codellama-7b_a100", "max_num_seqs": 0}}},
-     "d.yaml: models.m.max_num_seqs: Input should be greater than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    "over, message",
+    [
+        ({"models": {}}, "d.yaml: (top level): at least one model is needed"),
+        (
+            {"router": "fastest"},
+            "d.yaml: (top level): unknown router 'fastest'; expected one of ['cato', 'pow2', 'round_robin']",
+        ),
+        (
+            {"scaler": "magic"},
+            "d.yaml: (top level): unknown scaler 'magic'; expected one of ['cato', 'fixed', 'rayserve']",
+        ),
+        (
+            {"router": "pow2", "router_params": {"max_ongoing": 3}},
+            "d.yaml: router_params.max_ongoing: Extra inputs are not permitted",
+        ),
+        (
+            {"scaler": "cato", "scaler_params": {"window_s": -1}},
+            "d.yaml: scaler_params.window_s: Input should be greater than 0",
+        ),
+        ({"port": 70000}, "d.yaml: port: Input should be less than or equal to 65535"),
+        ({"colour": "blue"}, "d.yaml: colour: Extra inputs are not permitted"),
+        (
+            {"provisioner": {"kind": "kubernetes"}},
+            "d.yaml: provisioner: unknown provisioner kind 'kubernetes'; expected one of "
+            "['emulator', 'process', 'ray', 'static']",
+        ),
+        ({"default_model": "x"}, "d.yaml: (top level): default_model 'x' is not among models ['m']"),
+        (
+            {"default_task_type": "poetry"},
+            "d.yaml: (top level): default_task_type 'poetry' is not among "
+            "task_types ['completion', 'generation', 'summarization', 'translation']",
+        ),
+        (
+            {"tools": {"compile": 1.0}},
+            "d.yaml: (top level): tools: 'compile' is no tool node of any task type ['retrieve', 'validate']",
+        ),
+        ({"tools": {"retrieve": 0}}, "d.yaml: tools.retrieve: Input should be greater than 0"),
+        (
+            {"task_types": {"generation": {"model": "other"}}},
+            "d.yaml: (top level): task type 'generation' node 'llm' uses unknown model 'other'",
+        ),
+        (
+            {"models": {"m": {"profile": "nope"}}},
+            "d.yaml: models.m.profile: a profile file or one of ['codellama-7b_910b4', 'codellama-7b_a100', "
+            "'starcoder2-7b_910b4'] (nope)",
+        ),
+        (
+            {"models": {"m": {"profile": "codellama-7b_a100", "max_num_seqs": 0}}},
+            "d.yaml: models.m.max_num_seqs: Input should be greater than or equal to 1",
+        ),
+    ],
+)
 def test_bad_deploy_names_file_field_and_expectation(over, message):
     assert error(tree(**over)) == message
 
@@ -135,21 +170,36 @@ def test_not_a_mapping_and_missing_or_malformed_files(tmp_path):
     assert str(e.value).startswith(f"{bad}: line ") and str(e.value).endswith(": well-formed YAML")
 
 
-@pytest.mark.parametrize("provisioner, message", [
-    ({"kind": "static", "models": {"m": ["localhost:8000"]}},
-     "d.yaml: provisioner.models: m: 'localhost:8000' is not an http(s):// URL"),
-    ({"kind": "static", "models": {"m": []}}, "d.yaml: provisioner.models: m: at least one URL"),
-    ({"kind": "static", "models": {"other": ["http://h:1"]}},
-     "d.yaml: provisioner.models: an entry for every model; missing ['m']"),
-    ({"kind": "process", "models": {"m": {"path": "/models/m"}}, "device": "tpu"},
-     "d.yaml: provisioner.device: Input should be 'cpu', 'cuda' or 'ascend'"),
-    ({"kind": "process", "models": {"m": {"path": "/models/m"}}, "devices": [0, 0]},
-     "d.yaml: provisioner.devices: a device id repeats"),
-    ({"kind": "process", "models": {"m": {"path": "${CATO_TEST_UNSET_VAR}"}}},
-     "d.yaml: provisioner.models.m.path: set environment variables in '${CATO_TEST_UNSET_VAR}'"),
-    ({"kind": "ray", "models": {"m": {"path": "/models/m"}}, "num_cpus": -1},
-     "d.yaml: provisioner.num_cpus: Input should be greater than or equal to 0"),
-])
+@pytest.mark.parametrize(
+    "provisioner, message",
+    [
+        (
+            {"kind": "static", "models": {"m": ["localhost:8000"]}},
+            "d.yaml: provisioner.models: m: 'localhost:8000' is not an http(s):// URL",
+        ),
+        ({"kind": "static", "models": {"m": []}}, "d.yaml: provisioner.models: m: at least one URL"),
+        (
+            {"kind": "static", "models": {"other": ["http://h:1"]}},
+            "d.yaml: provisioner.models: an entry for every model; missing ['m']",
+        ),
+        (
+            {"kind": "process", "models": {"m": {"path": "/models/m"}}, "device": "tpu"},
+            "d.yaml: provisioner.device: Input should be 'cpu', 'cuda' or 'ascend'",
+        ),
+        (
+            {"kind": "process", "models": {"m": {"path": "/models/m"}}, "devices": [0, 0]},
+            "d.yaml: provisioner.devices: a device id repeats",
+        ),
+        (
+            {"kind": "process", "models": {"m": {"path": "${CATO_TEST_UNSET_VAR}"}}},
+            "d.yaml: provisioner.models.m.path: set environment variables in '${CATO_TEST_UNSET_VAR}'",
+        ),
+        (
+            {"kind": "ray", "models": {"m": {"path": "/models/m"}}, "num_cpus": -1},
+            "d.yaml: provisioner.num_cpus: Input should be greater than or equal to 0",
+        ),
+    ],
+)
 def test_bad_provisioner_config(provisioner, message, monkeypatch):
     monkeypatch.delenv("CATO_TEST_UNSET_VAR", raising=False)
     with pytest.raises(InputError) as e:
@@ -159,11 +209,22 @@ def test_bad_provisioner_config(provisioner, message, monkeypatch):
 
 def test_process_provisioner_pins_devices(monkeypatch):
     monkeypatch.setenv("CATO_TEST_MODEL_DIR", "/models/m")
-    prov = make_provisioner(parse_deploy(tree(
-        models={"m": {"profile": "codellama-7b_a100", "max_num_seqs": 8, "priority_scheduling": True}},
-        provisioner={"kind": "process", "device": "ascend", "devices": [4, 5, 6], "devices_per_replica": 2,
-                     "python": "/venv/bin/python", "models": {"m": {"path": "${CATO_TEST_MODEL_DIR}"}}}),
-        "d.yaml"))
+    prov = make_provisioner(
+        parse_deploy(
+            tree(
+                models={"m": {"profile": "codellama-7b_a100", "max_num_seqs": 8, "priority_scheduling": True}},
+                provisioner={
+                    "kind": "process",
+                    "device": "ascend",
+                    "devices": [4, 5, 6],
+                    "devices_per_replica": 2,
+                    "python": "/venv/bin/python",
+                    "models": {"m": {"path": "${CATO_TEST_MODEL_DIR}"}},
+                },
+            ),
+            "d.yaml",
+        )
+    )
     assert prov.capacity("m") == 1
     server = prov._server("m", "m-1", [4, 5])
     assert server.environment()["ASCEND_RT_VISIBLE_DEVICES"] == "4,5"
@@ -177,8 +238,9 @@ def test_emulator_kind_is_looked_up_lazily(monkeypatch):
     monkeypatch.setitem(registry.KINDS, "emulator", "cato_live.provisioners.not_written_yet:EmulatorProvisioner")
     with pytest.raises(InputError) as e:
         make_provisioner(parse_deploy(tree(provisioner={"kind": "emulator"}), "d.yaml"))
-    assert str(e.value) == ("d.yaml: provisioner.kind: 'emulator' needs its module "
-                            "cato_live.provisioners.not_written_yet installed")
+    assert str(e.value) == (
+        "d.yaml: provisioner.kind: 'emulator' needs its module cato_live.provisioners.not_written_yet installed"
+    )
 
 
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):

@@ -10,12 +10,17 @@ from cato_sim.simulation import Simulation
 
 
 def run(tmp_path, profile_file, trace_rows, *, replicas=1, profile=None, model_over=None, router="round_robin"):
-    exp = parse_experiment({
-        "trace": {"path": "unused.parquet"},
-        "models": {"m": {"profile": str(profile_file(**(profile or {}))), "replicas": replicas, **(model_over or {})}},
-        "task_types": {"gen": {"metric": "e2e", "sla": {"seconds": 10}, "nodes": [{"name": "llm", "kind": "llm"}]}},
-        "setups": [{"name": "s", "router": router}],
-    }, "test")
+    exp = parse_experiment(
+        {
+            "trace": {"path": "unused.parquet"},
+            "models": {
+                "m": {"profile": str(profile_file(**(profile or {}))), "replicas": replicas, **(model_over or {})}
+            },
+            "task_types": {"gen": {"metric": "e2e", "sla": {"seconds": 10}, "nodes": [{"name": "llm", "kind": "llm"}]}},
+            "setups": [{"name": "s", "router": router}],
+        },
+        "test",
+    )
     trace = pd.DataFrame(trace_rows, columns=["task_id", "arrival_s", "task_type", "prompt_tokens", "output_tokens"])
     Simulation(exp, exp.setups[0], trace, tmp_path, seed=0).run()
     tasks = pd.read_parquet(tmp_path / "tasks.parquet").set_index("task_id")
@@ -38,8 +43,9 @@ def test_batch_of_two_shares_steps(tmp_path, profile_file):
 
 
 def test_decode_attention_grows_with_context(tmp_path, profile_file):
-    tasks, _ = run(tmp_path, profile_file, [("a", 0.0, "gen", 100, 3), ("b", 0.0, "gen", 100, 3)],
-                   profile={"decode_ctx_s": 1e-4})
+    tasks, _ = run(
+        tmp_path, profile_file, [("a", 0.0, "gen", 100, 3), ("b", 0.0, "gen", 100, 3)], profile={"decode_ctx_s": 1e-4}
+    )
     # Decode steps read 2 x 101 then 2 x 102 context tokens.
     assert list(tasks["e2e_s"]) == pytest.approx([0.21 + 0.012 + 0.0202 + 0.012 + 0.0204] * 2)
 
@@ -56,23 +62,27 @@ def test_arrival_mid_decode_joins_at_next_step_boundary(tmp_path, profile_file):
 
 
 def test_chunked_prefill_splits_long_prompts(tmp_path, profile_file):
-    tasks, _ = run(tmp_path, profile_file, [("a", 0.0, "gen", 300, 1)],
-                   model_over={"max_num_batched_tokens": 128})
+    tasks, _ = run(tmp_path, profile_file, [("a", 0.0, "gen", 300, 1)], model_over={"max_num_batched_tokens": 128})
     # 128 + 128 + 44 tokens in three steps.
     assert tasks.loc["a", "ttft_s"] == pytest.approx(3 * 0.01 + 0.3)
 
 
 def test_max_num_seqs_queues_the_rest(tmp_path, profile_file):
-    tasks, nodes = run(tmp_path, profile_file, [("a", 0.0, "gen", 100, 2), ("b", 0.0, "gen", 100, 2)],
-                       model_over={"max_num_seqs": 1})
+    tasks, nodes = run(
+        tmp_path, profile_file, [("a", 0.0, "gen", 100, 2), ("b", 0.0, "gen", 100, 2)], model_over={"max_num_seqs": 1}
+    )
     # b waits for a: a ends at 0.11 + 0.011; then b's prefill and decode step.
     assert nodes.loc["b", "start_s"] == pytest.approx(0.121)
     assert tasks.loc["b", "e2e_s"] == pytest.approx(0.121 + 0.11 + 0.011)
 
 
 def test_request_larger_than_kv_cache_fails_with_reason(tmp_path, profile_file):
-    tasks, _ = run(tmp_path, profile_file, [("a", 0.0, "gen", 100, 5), ("b", 0.0, "gen", 10, 5)],
-                   profile={"kv_capacity_tokens": 50})
+    tasks, _ = run(
+        tmp_path,
+        profile_file,
+        [("a", 0.0, "gen", 100, 5), ("b", 0.0, "gen", 10, 5)],
+        profile={"kv_capacity_tokens": 50},
+    )
     assert tasks.loc["a", "status"] == "failed" and "KV" in tasks.loc["a", "error"]
     assert tasks.loc["b", "status"] == "ok" and not tasks.loc["a", "met"]
 
@@ -85,15 +95,24 @@ def test_events_per_request_do_not_grow_with_output_length(tmp_path, profile_fil
     from cato_sim.experiment import parse_experiment
 
     def events(output):
-        exp = parse_experiment({
-            "trace": {"path": "unused.parquet"},
-            "models": {"m": {"profile": str(profile_file(kv_capacity_tokens=10**9)), "replicas": 2}},
-            "setups": [{"name": "s", "router": "cato"}],
-            "drain_s": 1e9,
-        }, "test")
-        trace = pd.DataFrame({"task_id": [f"t{i}" for i in range(20)], "arrival_s": [0.0] * 10 + [0.001] * 10,
-                              "task_type": ["generation"] * 20, "prompt_tokens": [50] * 20,
-                              "output_tokens": [output + i for i in range(20)]})
+        exp = parse_experiment(
+            {
+                "trace": {"path": "unused.parquet"},
+                "models": {"m": {"profile": str(profile_file(kv_capacity_tokens=10**9)), "replicas": 2}},
+                "setups": [{"name": "s", "router": "cato"}],
+                "drain_s": 1e9,
+            },
+            "test",
+        )
+        trace = pd.DataFrame(
+            {
+                "task_id": [f"t{i}" for i in range(20)],
+                "arrival_s": [0.0] * 10 + [0.001] * 10,
+                "task_type": ["generation"] * 20,
+                "prompt_tokens": [50] * 20,
+                "output_tokens": [output + i for i in range(20)],
+            }
+        )
         sim = Simulation(exp, exp.setups[0], trace, tmp_path / str(output), seed=0)
         sim.run()
         assert (pd.read_parquet(tmp_path / str(output) / "tasks.parquet")["status"] == "ok").all()

@@ -17,15 +17,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from cato_live.gateway.api_error import ApiError
-from cato_live.background import serve_in_thread
-from cato_live.gateway.call_spec import parse_call, prompt_tokens
-from cato_live.deploy import parse_deploy
-from cato_live.gateway.app import create_app
 from cato_core.task_plan import compile_plans
+from cato_live.background import serve_in_thread
+from cato_live.deploy import parse_deploy
+from cato_live.gateway.api_error import ApiError
+from cato_live.gateway.app import create_app
+from cato_live.gateway.call_spec import parse_call, prompt_tokens
 
-ROUND = {"name": "round", "model": "m", "device": "d", "overhead_s": 0.01, "per_token_s": 0.001,
-         "prefill_attn_s": 0.0, "decode_ctx_s": 0.0, "kv_capacity_tokens": 100000, "cold_start_s": 5.0}
+ROUND = {
+    "name": "round",
+    "model": "m",
+    "device": "d",
+    "overhead_s": 0.01,
+    "per_token_s": 0.001,
+    "prefill_attn_s": 0.0,
+    "decode_ctx_s": 0.0,
+    "kv_capacity_tokens": 100000,
+    "cold_start_s": 5.0,
+}
 SERVED = "cato-tiny"
 TIMER = 0.002  # uvloop's timers tick in whole milliseconds: a sleep may end that much early
 
@@ -56,6 +65,7 @@ def fake_vllm(mode: str = "ok", served: str = SERVED, seen: list | None = None) 
         p = len(prompt) if isinstance(prompt, list) else max(1, len(str(prompt)) // 4)
         usage = {"prompt_tokens": p, "completion_tokens": n, "total_tokens": p + n}
         if body.get("stream"):
+
             async def events():
                 for i in range(n):
                     if mode == "midstream" and i == 2:
@@ -69,26 +79,45 @@ def fake_vllm(mode: str = "ok", served: str = SERVED, seen: list | None = None) 
                     await asyncio.sleep(2.0)
 
             return StreamingResponse(events(), media_type="text/event-stream")
-        return JSONResponse({"id": "cmpl-fake", "object": "text_completion", "model": served,
-                             "choices": [{"index": 0, "text": "t " * n, "finish_reason": "length"}],
-                             "usage": usage})
+        return JSONResponse(
+            {
+                "id": "cmpl-fake",
+                "object": "text_completion",
+                "model": served,
+                "choices": [{"index": 0, "text": "t " * n, "finish_reason": "length"}],
+                "usage": usage,
+            }
+        )
 
-    app = Starlette(routes=[
-        Route("/v1/models", models),
-        Route("/v1/completions", completions, methods=["POST"]),
-        Route("/v1/chat/completions", completions, methods=["POST"]),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/v1/models", models),
+            Route("/v1/completions", completions, methods=["POST"]),
+            Route("/v1/chat/completions", completions, methods=["POST"]),
+        ]
+    )
     app.state.seen = seen
     return app
 
 
 def deploy_tree(urls: list[str], **over) -> dict:
-    model = {"profile": ROUND, "served_model": SERVED, "replicas": len(urls), "max_num_seqs": 4,
-             "priority_scheduling": True, "request_timeout_s": 5.0, "first_byte_timeout_s": 1.0}
+    model = {
+        "profile": ROUND,
+        "served_model": SERVED,
+        "replicas": len(urls),
+        "max_num_seqs": 4,
+        "priority_scheduling": True,
+        "request_timeout_s": 5.0,
+        "first_byte_timeout_s": 1.0,
+    }
     model.update(over.pop("model", {}))
-    tree = {"router": "round_robin", "default_task_type": "generation", "tools": {"retrieve": 0.05, "validate": 0.1},
-            "models": {"tiny": model},
-            "provisioner": {"kind": "static", "models": {"tiny": urls}, "ready_timeout_s": 10}}
+    tree = {
+        "router": "round_robin",
+        "default_task_type": "generation",
+        "tools": {"retrieve": 0.05, "validate": 0.1},
+        "models": {"tiny": model},
+        "provisioner": {"kind": "static", "models": {"tiny": urls}, "ready_timeout_s": 10},
+    }
     tree.update(over)
     return tree
 
@@ -108,8 +137,7 @@ def fakes(*modes: str):
         out = []
         for mode in modes:
             seen: list = []
-            url = stack.enter_context(serve_in_thread(fake_vllm(mode, seen=seen), log_level="critical",
-                                                      graceful_s=1.0))
+            url = stack.enter_context(serve_in_thread(fake_vllm(mode, seen=seen), log_level="critical", graceful_s=1.0))
             out.append((url, seen))
         yield out
 
@@ -140,15 +168,18 @@ def call(parsed, body, headers=None, kind="completions", now=100.0):
 
 
 # Round profile: prefill(100) = 0.01 + 0.1 = 0.11 s; decode(100, 50) = 49 * 0.011 = 0.539 s.
-@pytest.mark.parametrize("task, headers, deadline, sla", [
-    ("generation", {}, 0.33, 0.33),  # TTFT: 3 x prefill; one node: budget = SLA
-    ("summarization", {}, 1.947, 1.947),  # E2E: 3 x (prefill + decode)
-    ("completion", {}, 0.33, 0.48),  # retrieve 0.05 + llm 0.11 -> SLA 0.48, llm budget 0.48*0.11/0.16
-    ("translation", {}, 1.947, 2.247),  # llm 0.649 + validate 0.1 (DEPLOY tools): SLA 3 x 0.749
-    ("completion", {"x-cato-sla-ms": "1000"}, 0.6875, 1.0),  # given SLA: budget 1.0 * 0.11/0.16
-    ("completion", {"x-cato-deadline-ms": "250"}, 0.25, 0.48),  # given deadline: as is
-    ("generation", {"x-cato-deadline-ms": "-20"}, -0.02, 0.33),  # already late
-])
+@pytest.mark.parametrize(
+    "task, headers, deadline, sla",
+    [
+        ("generation", {}, 0.33, 0.33),  # TTFT: 3 x prefill; one node: budget = SLA
+        ("summarization", {}, 1.947, 1.947),  # E2E: 3 x (prefill + decode)
+        ("completion", {}, 0.33, 0.48),  # retrieve 0.05 + llm 0.11 -> SLA 0.48, llm budget 0.48*0.11/0.16
+        ("translation", {}, 1.947, 2.247),  # llm 0.649 + validate 0.1 (DEPLOY tools): SLA 3 x 0.749
+        ("completion", {"x-cato-sla-ms": "1000"}, 0.6875, 1.0),  # given SLA: budget 1.0 * 0.11/0.16
+        ("completion", {"x-cato-deadline-ms": "250"}, 0.25, 0.48),  # given deadline: as is
+        ("generation", {"x-cato-deadline-ms": "-20"}, -0.02, 0.33),  # already late
+    ],
+)
 def test_call_deadlines_by_hand(parsed, task, headers, deadline, sla):
     spec = call(parsed, completion(100, 50), {"x-cato-task": task, **headers})
     assert spec.deadline_s - 100.0 == pytest.approx(deadline)
@@ -169,8 +200,12 @@ def test_prompt_tokens_exact_for_ids_estimated_for_text():
     assert prompt_tokens("completions", {"prompt": "x" * 10}, 4.0) == 3  # ceil(10 / 4)
     assert prompt_tokens("completions", {"prompt": [[1, 2], [3]]}, 4.0) == 3
     assert prompt_tokens("completions", {"prompt": ["abcd", "abcdefgh"]}, 4.0) == 3
-    chat = {"messages": [{"role": "user", "content": "x" * 7},
-                         {"role": "user", "content": [{"type": "text", "text": "y" * 9}]}]}
+    chat = {
+        "messages": [
+            {"role": "user", "content": "x" * 7},
+            {"role": "user", "content": [{"type": "text", "text": "y" * 9}]},
+        ]
+    }
     assert prompt_tokens("chat", chat, 4.0) == 4  # ceil(16 / 4)
 
 
@@ -178,26 +213,53 @@ def test_missing_max_tokens_uses_the_deploy_default(parsed):
     assert call(parsed, {"model": "tiny", "prompt": [1, 2]}).output_tokens == 16
 
 
-@pytest.mark.parametrize("body, headers, status, message", [
-    ([1, 2], {}, 400, "the body must be a JSON object"),
-    ({"model": "gpt-4", "prompt": "x"}, {}, 404, "model 'gpt-4' is not served here; models: ['tiny']"),
-    ({"model": 7, "prompt": "x"}, {}, 400, "model: a string"),
-    ({"model": "tiny", "prompt": "x"}, {"x-cato-task": "poetry"}, 400,
-     "unknown task type 'poetry'; expected one of ['completion', 'generation', 'summarization', 'translation']"),
-    ({"model": "tiny", "prompt": "x"}, {"x-cato-sla-ms": "soon"}, 400,
-     "sla_ms (X-CATO-SLA-Ms): a positive number of milliseconds, got 'soon'"),
-    ({"model": "tiny", "prompt": "x"}, {"x-cato-sla-ms": "0"}, 400,
-     "sla_ms (X-CATO-SLA-Ms): a positive number of milliseconds, got '0'"),
-    ({"model": "tiny", "prompt": "x"}, {"x-cato-deadline-ms": "nan"}, 400,
-     "deadline_ms (X-CATO-Deadline-Ms): a number of milliseconds, got 'nan'"),
-    ({"model": "tiny", "prompt": "x", "max_tokens": 0}, {}, 400, "max_tokens: a whole number >= 1, got 0"),
-    ({"model": "tiny", "prompt": "x", "stream": "yes"}, {}, 400, "stream: true or false"),
-    ({"model": "tiny", "prompt": {"a": 1}}, {}, 400, "prompt: a string, a list of token ids, or a list of those"),
-    ({"model": "tiny", "prompt": "x", "cato": {"when": 1}}, {}, 400,
-     "cato: unknown field(s) ['when']; expected some of ['task', 'sla_ms', 'deadline_ms', 'task_id', 'node']"),
-    ({"model": "tiny", "prompt": "x"}, {"x-cato-node": "retrieve"}, 400,
-     "task type 'generation' has no LLM node 'retrieve'; LLM nodes: ['llm']"),
-])
+@pytest.mark.parametrize(
+    "body, headers, status, message",
+    [
+        ([1, 2], {}, 400, "the body must be a JSON object"),
+        ({"model": "gpt-4", "prompt": "x"}, {}, 404, "model 'gpt-4' is not served here; models: ['tiny']"),
+        ({"model": 7, "prompt": "x"}, {}, 400, "model: a string"),
+        (
+            {"model": "tiny", "prompt": "x"},
+            {"x-cato-task": "poetry"},
+            400,
+            "unknown task type 'poetry'; expected one of ['completion', 'generation', 'summarization', 'translation']",
+        ),
+        (
+            {"model": "tiny", "prompt": "x"},
+            {"x-cato-sla-ms": "soon"},
+            400,
+            "sla_ms (X-CATO-SLA-Ms): a positive number of milliseconds, got 'soon'",
+        ),
+        (
+            {"model": "tiny", "prompt": "x"},
+            {"x-cato-sla-ms": "0"},
+            400,
+            "sla_ms (X-CATO-SLA-Ms): a positive number of milliseconds, got '0'",
+        ),
+        (
+            {"model": "tiny", "prompt": "x"},
+            {"x-cato-deadline-ms": "nan"},
+            400,
+            "deadline_ms (X-CATO-Deadline-Ms): a number of milliseconds, got 'nan'",
+        ),
+        ({"model": "tiny", "prompt": "x", "max_tokens": 0}, {}, 400, "max_tokens: a whole number >= 1, got 0"),
+        ({"model": "tiny", "prompt": "x", "stream": "yes"}, {}, 400, "stream: true or false"),
+        ({"model": "tiny", "prompt": {"a": 1}}, {}, 400, "prompt: a string, a list of token ids, or a list of those"),
+        (
+            {"model": "tiny", "prompt": "x", "cato": {"when": 1}},
+            {},
+            400,
+            "cato: unknown field(s) ['when']; expected some of ['task', 'sla_ms', 'deadline_ms', 'task_id', 'node']",
+        ),
+        (
+            {"model": "tiny", "prompt": "x"},
+            {"x-cato-node": "retrieve"},
+            400,
+            "task type 'generation' has no LLM node 'retrieve'; LLM nodes: ['llm']",
+        ),
+    ],
+)
 def test_bad_calls_are_4xx_with_a_clear_message(parsed, body, headers, status, message):
     with pytest.raises(ApiError) as e:
         call(parsed, body, headers)
@@ -224,8 +286,11 @@ def test_round_robin_alternates_and_sends_priority_and_served_name():
         with httpx.Client(base_url=url) as c:
             got = []
             for i in range(6):
-                r = c.post("/v1/completions", json=completion(8, 3, cato={"task_id": f"t{i}"}),
-                           headers={"X-CATO-Task": "generation"})
+                r = c.post(
+                    "/v1/completions",
+                    json=completion(8, 3, cato={"task_id": f"t{i}"}),
+                    headers={"X-CATO-Task": "generation"},
+                )
                 assert r.status_code == 200, r.text
                 assert r.json()["usage"] == {"prompt_tokens": 8, "completion_tokens": 3, "total_tokens": 11}
                 got.append(r.headers["x-cato-replica"])
@@ -233,15 +298,22 @@ def test_round_robin_alternates_and_sends_priority_and_served_name():
             assert got == ["tiny-1", "tiny-2"] * 3
             rows = {row["replica_id"]: row for row in c.get("/v1/cato/replicas").json()["replicas"]}
             assert {k: v["requests"] for k, v in rows.items()} == {"tiny-1": 3, "tiny-2": 3}
-            assert all(v["state"] == "ready" and v["asked_s"] <= v["ready_s"] and v["released_s"] is None
-                       for v in rows.values())
+            assert all(
+                v["state"] == "ready" and v["asked_s"] <= v["ready_s"] and v["released_s"] is None
+                for v in rows.values()
+            )
             nodes = c.get("/v1/cato/nodes").json()["nodes"]
         for _, seen in reps:
             assert len(seen) == 3
             assert all(b["model"] == SERVED and b["priority"] == 2 and "cato" not in b for b in seen)
         assert [n["task_id"] for n in nodes] == [f"t{i}" for i in range(6)]
-        assert all(n["status"] == "ok" and n["sent_priority"] == 2 and n["attempts"] == [n["replica"]]
-                   and n["queued_s"] <= n["start_s"] <= n["first_token_s"] <= n["end_s"] for n in nodes)
+        assert all(
+            n["status"] == "ok"
+            and n["sent_priority"] == 2
+            and n["attempts"] == [n["replica"]]
+            and n["queued_s"] <= n["start_s"] <= n["first_token_s"] <= n["end_s"]
+            for n in nodes
+        )
 
 
 def test_no_priority_field_without_priority_scheduling():
@@ -279,8 +351,10 @@ def test_a_client_leaving_after_done_has_had_its_answer(read_to, status):
 
 def test_chat_completions_are_routed_too():
     with fakes("ok") as reps, gateway([reps[0][0]]) as (url, _):
-        r = httpx.post(url + "/v1/chat/completions",
-                       json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+        r = httpx.post(
+            url + "/v1/chat/completions",
+            json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+        )
         assert r.status_code == 200 and reps[0][1][0]["messages"][0]["content"] == "hi"
 
 
@@ -290,46 +364,59 @@ def error_of(r: httpx.Response) -> tuple[int, str, str]:
 
 
 def test_bad_http_input_gets_json_errors_and_never_reaches_a_replica():
-    with fakes("ok") as reps, gateway([reps[0][0]], max_body_bytes=2048) as (url, _):
-        with httpx.Client(base_url=url) as c:
-            def post(content):
-                return c.post("/v1/completions", content=content, headers={"content-type": "application/json"})
+    with fakes("ok") as reps, gateway([reps[0][0]], max_body_bytes=2048) as (url, _), httpx.Client(base_url=url) as c:
 
-            assert error_of(post(b"{not json"))[:2] == (400, "invalid_request_error")
-            assert error_of(post(b"{not json"))[2].startswith("the body is not valid JSON")
-            assert error_of(post(json.dumps({"model": "tiny", "prompt": "x" * 4000}).encode())) == (
-                413, "request_too_large", "the body is over the limit of 2048 bytes")
+        def post(content):
+            return c.post("/v1/completions", content=content, headers={"content-type": "application/json"})
 
-            def chunked():
-                yield b'{"model": "tiny", "prompt": "'
-                yield b"x" * 4000
-                yield b'"}'
-            assert post(chunked()).status_code == 413  # no Content-Length: counted while read
-            assert error_of(c.post("/v1/completions", json={"model": "nope", "prompt": "x"}))[:2] == (
-                404, "not_found_error")
-            assert error_of(c.post("/v1/completions", json={"model": "tiny", "prompt": "x"},
-                                   headers={"X-CATO-Task": "poetry"}))[:2] == (400, "invalid_request_error")
-            assert error_of(c.get("/v1/nothing")) == (404, "not_found_error", "Not Found")
-            assert error_of(c.get("/v1/completions")) == (405, "invalid_request_error", "Method Not Allowed")
-            assert error_of(c.post("/v1/tasks", json={"task": "generation", "max_tokens": 2})) == (
-                400, "invalid_request_error", "body: give exactly one of 'prompt' or 'prompt_token_ids'")
+        assert error_of(post(b"{not json"))[:2] == (400, "invalid_request_error")
+        assert error_of(post(b"{not json"))[2].startswith("the body is not valid JSON")
+        assert error_of(post(json.dumps({"model": "tiny", "prompt": "x" * 4000}).encode())) == (
+            413,
+            "request_too_large",
+            "the body is over the limit of 2048 bytes",
+        )
+
+        def chunked():
+            yield b'{"model": "tiny", "prompt": "'
+            yield b"x" * 4000
+            yield b'"}'
+
+        assert post(chunked()).status_code == 413  # no Content-Length: counted while read
+        assert error_of(c.post("/v1/completions", json={"model": "nope", "prompt": "x"}))[:2] == (
+            404,
+            "not_found_error",
+        )
+        assert error_of(
+            c.post("/v1/completions", json={"model": "tiny", "prompt": "x"}, headers={"X-CATO-Task": "poetry"})
+        )[:2] == (400, "invalid_request_error")
+        assert error_of(c.get("/v1/nothing")) == (404, "not_found_error", "Not Found")
+        assert error_of(c.get("/v1/completions")) == (405, "invalid_request_error", "Method Not Allowed")
+        assert error_of(c.post("/v1/tasks", json={"task": "generation", "max_tokens": 2})) == (
+            400,
+            "invalid_request_error",
+            "body: give exactly one of 'prompt' or 'prompt_token_ids'",
+        )
     assert reps[0][1] == []
 
 
 def test_bearer_token():
-    with fakes("ok") as reps, gateway([reps[0][0]], token="s3cret") as (url, _):
-        with httpx.Client(base_url=url) as c:
-            r = c.post("/v1/completions", json=completion())
-            assert error_of(r) == (401, "authentication_error",
-                                   "missing or wrong bearer token (Authorization: Bearer <token>)")
-            assert r.headers["www-authenticate"] == "Bearer"
-            assert c.post("/v1/completions", json=completion(),
-                          headers={"Authorization": "Bearer wrong"}).status_code == 401
-            for path in ("/metrics", "/v1/cato/replicas", "/v1/cato/nodes", "/v1/models"):
-                assert c.get(path).status_code == 401
-            assert c.get("/health").status_code == 200
-            ok = c.post("/v1/completions", json=completion(), headers={"Authorization": "Bearer s3cret"})
-            assert ok.status_code == 200
+    with fakes("ok") as reps, gateway([reps[0][0]], token="s3cret") as (url, _), httpx.Client(base_url=url) as c:
+        r = c.post("/v1/completions", json=completion())
+        assert error_of(r) == (
+            401,
+            "authentication_error",
+            "missing or wrong bearer token (Authorization: Bearer <token>)",
+        )
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert (
+            c.post("/v1/completions", json=completion(), headers={"Authorization": "Bearer wrong"}).status_code == 401
+        )
+        for path in ("/metrics", "/v1/cato/replicas", "/v1/cato/nodes", "/v1/models"):
+            assert c.get(path).status_code == 401
+        assert c.get("/health").status_code == 200
+        ok = c.post("/v1/completions", json=completion(), headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
 
 
 def test_metrics_expose_queues_priorities_replicas_and_in_flight():
@@ -345,13 +432,12 @@ def test_metrics_expose_queues_priorities_replicas_and_in_flight():
 
 
 def test_http_500_is_retried_on_the_other_replica():
-    with fakes("error500", "ok") as reps, gateway([u for u, _ in reps]) as (url, _):
-        with httpx.Client(base_url=url) as c:
-            for _ in range(4):
-                r = c.post("/v1/completions", json=completion(), headers={"X-CATO-SLA-Ms": "60000"})
-                assert r.status_code == 200 and r.headers["x-cato-replica"] == "tiny-2"
-            nodes = c.get("/v1/cato/nodes").json()["nodes"]
-            metrics = c.get("/metrics").text
+    with fakes("error500", "ok") as reps, gateway([u for u, _ in reps]) as (url, _), httpx.Client(base_url=url) as c:
+        for _ in range(4):
+            r = c.post("/v1/completions", json=completion(), headers={"X-CATO-SLA-Ms": "60000"})
+            assert r.status_code == 200 and r.headers["x-cato-replica"] == "tiny-2"
+        nodes = c.get("/v1/cato/nodes").json()["nodes"]
+        metrics = c.get("/metrics").text
     # A retry takes a round-robin turn too, so every call meets the failing replica first.
     assert [n["attempts"] for n in nodes] == [["tiny-1", "tiny-2"]] * 4
     assert 'cato_retries_total{model="tiny"} 4.0' in metrics
@@ -386,8 +472,9 @@ def test_refused_replica_is_taken_out_and_calls_go_to_the_other():
         with gateway([dying, alive[0][0]]) as (url, _):
             stack.close()  # the first replica goes away
             with httpx.Client(base_url=url) as c:
-                got = [c.post("/v1/completions", json=completion(), headers={"X-CATO-SLA-Ms": "60000"})
-                       for _ in range(4)]
+                got = [
+                    c.post("/v1/completions", json=completion(), headers={"X-CATO-SLA-Ms": "60000"}) for _ in range(4)
+                ]
                 rows = {row["replica_id"]: row for row in c.get("/v1/cato/replicas").json()["replicas"]}
                 nodes = c.get("/v1/cato/nodes").json()["nodes"]
     assert [r.status_code for r in got] == [200] * 4
@@ -435,13 +522,17 @@ class RawReplica:
                     if len(self.post_connections) <= self.drop_posts:
                         return
                     n = json.loads(body)["max_tokens"]
-                    payload = {"choices": [{"index": 0, "text": "t " * n}],
-                               "usage": {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": 8 + n}}
+                    payload = {
+                        "choices": [{"index": 0, "text": "t " * n}],
+                        "usage": {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": 8 + n},
+                    }
                 else:
                     payload = {"object": "list", "data": [{"id": SERVED, "object": "model"}]}
                 data = json.dumps(payload).encode()
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                             b"content-length: %d\r\n\r\n%s" % (len(data), data))
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\n\r\n%s" % (len(data), data)
+                )
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -498,10 +589,10 @@ def test_a_call_on_its_way_to_a_replica_taken_out_fails_its_attempt_not_the_gate
     retried elsewhere), not raise out of the gateway as a 500."""
     from cato_core.profile import DeviceProfile
     from cato_core.replica import ReplicaState
+    from cato_live.gateway.forward import _attempt, _AttemptFailed
     from cato_live.gateway.live_pool import Call, LiveReplica
-    from cato_live.gateway.forward import _AttemptFailed, _attempt
-    from cato_live.provisioners.base import ReplicaHandle
     from cato_live.gateway.replica_client import replica_session
+    from cato_live.provisioners.base import ReplicaHandle
 
     d = parse_deploy(deploy_tree(["http://127.0.0.1:9"]), "test.yaml")
 
@@ -519,7 +610,9 @@ def test_a_call_on_its_way_to_a_replica_taken_out_fails_its_attempt_not_the_gate
     e = asyncio.run(go())
     assert (e.reason, e.timeout, e.dead) == (
         "replica tiny-1 was taken out of routing (replica tiny-1 refused the connection (ClientConnectorError))",
-        False, False)
+        False,
+        False,
+    )
 
 
 @pytest.mark.parametrize("keepalive_s, connections", [(60.0, [1, 1, 1]), (0.2, [1, 1, 2])])
@@ -551,12 +644,17 @@ def test_stream_broken_after_bytes_ends_with_an_error_event():
 
 
 def test_pow2_holds_calls_when_replicas_are_full_and_answers_all():
-    with fakes("ok", "ok") as reps, gateway([u for u, _ in reps], router="pow2",
-                                            router_params={"max_ongoing_requests": 1}) as (url, _):
+    with (
+        fakes("ok", "ok") as reps,
+        gateway([u for u, _ in reps], router="pow2", router_params={"max_ongoing_requests": 1}) as (url, _),
+    ):
+
         async def burst():
             async with httpx.AsyncClient(base_url=url, timeout=30) as c:
-                return await asyncio.gather(*(c.post("/v1/completions", json=completion(8, 20, stream=True))
-                                              for _ in range(8)))
+                return await asyncio.gather(
+                    *(c.post("/v1/completions", json=completion(8, 20, stream=True)) for _ in range(8))
+                )
+
         got = asyncio.run(burst())
     assert [r.status_code for r in got] == [200] * 8
     assert all(read_sse(r.text)[-1] == "[DONE]" for r in got)
@@ -564,12 +662,21 @@ def test_pow2_holds_calls_when_replicas_are_full_and_answers_all():
 
 
 def test_task_graphs_run_tools_as_sleeps_and_llm_nodes_routed():
-    with fakes("ok") as reps, gateway([reps[0][0]]) as (url, _):
-        with httpx.Client(base_url=url) as c:
-            tr = c.post("/v1/tasks", json={"task": "translation", "prompt_token_ids": list(range(20)),
-                                           "max_tokens": 5, "sla_ms": 60000, "task_id": "tr-1"}).json()
-            co = c.post("/v1/tasks", json={"task": "completion", "prompt": "def f(x):", "max_tokens": 3,
-                                           "sampling": {"temperature": 0}}).json()
+    with fakes("ok") as reps, gateway([reps[0][0]]) as (url, _), httpx.Client(base_url=url) as c:
+        tr = c.post(
+            "/v1/tasks",
+            json={
+                "task": "translation",
+                "prompt_token_ids": list(range(20)),
+                "max_tokens": 5,
+                "sla_ms": 60000,
+                "task_id": "tr-1",
+            },
+        ).json()
+        co = c.post(
+            "/v1/tasks",
+            json={"task": "completion", "prompt": "def f(x):", "max_tokens": 3, "sampling": {"temperature": 0}},
+        ).json()
     assert tr["status"] == "ok" and tr["task_id"] == "tr-1" and tr["sla_s"] == 60.0 and tr["met"] is True
     assert [(n["node"], n["kind"]) for n in tr["nodes"]] == [("llm", "llm"), ("validate", "tool")]
     llm, validate = tr["nodes"]
@@ -591,13 +698,20 @@ def test_task_graphs_run_tools_as_sleeps_and_llm_nodes_routed():
 def test_scaler_adds_a_replica_on_violations():
     async def violating_burst(url):
         async with httpx.AsyncClient(base_url=url) as ac:
-            await asyncio.gather(*(ac.post("/v1/completions", json=completion(), headers={"X-CATO-SLA-Ms": "0.001"})
-                                   for _ in range(4)))
+            await asyncio.gather(
+                *(ac.post("/v1/completions", json=completion(), headers={"X-CATO-SLA-Ms": "0.001"}) for _ in range(4))
+            )
 
-    with fakes("ok", "ok") as reps, gateway([u for u, _ in reps], router="cato", scaler="cato",
-                                            scaler_params={"window_s": 0.2, "max_exceeded_times": 1,
-                                                           "scale_per_violation": 1.0},
-                                            model={"replicas": 1}) as (url, _):
+    with (
+        fakes("ok", "ok") as reps,
+        gateway(
+            [u for u, _ in reps],
+            router="cato",
+            scaler="cato",
+            scaler_params={"window_s": 0.2, "max_exceeded_times": 1, "scale_per_violation": 1.0},
+            model={"replicas": 1},
+        ) as (url, _),
+    ):
         end = time.monotonic() + 5
         rows: list = []
         while time.monotonic() < end and not (len(rows) == 2 and rows[1]["state"] == "ready"):
@@ -610,9 +724,14 @@ def test_scaler_adds_a_replica_on_violations():
 
 
 def test_scaler_releases_an_idle_replica_after_draining_it():
-    with fakes("ok", "ok") as reps, gateway([u for u, _ in reps], scaler="cato",
-                                            scaler_params={"window_s": 0.1, "idle_timeout_s": 0.3,
-                                                           "min_replicas": 1}) as (url, gw):
+    with (
+        fakes("ok", "ok") as reps,
+        gateway(
+            [u for u, _ in reps],
+            scaler="cato",
+            scaler_params={"window_s": 0.1, "idle_timeout_s": 0.3, "min_replicas": 1},
+        ) as (url, gw),
+    ):
         assert httpx.post(url + "/v1/completions", json=completion()).status_code == 200
         end = time.monotonic() + 5
         while time.monotonic() < end and len(gw.fleet.pools["tiny"].replicas) == 2:
@@ -628,8 +747,8 @@ def test_scaler_releases_an_idle_replica_after_draining_it():
 
 
 def test_a_replica_that_never_serves_fails_startup_with_one_line():
-    from cato_live.gateway.fleet import StartupError
     from cato_live.gateway.app import Gateway
+    from cato_live.gateway.fleet import StartupError
     from cato_live.provisioners.registry import make_provisioner
 
     d = parse_deploy(deploy_tree(["http://127.0.0.1:9"]), "test.yaml")
@@ -644,8 +763,10 @@ def test_a_replica_that_never_serves_fails_startup_with_one_line():
 
     with pytest.raises(StartupError) as e:
         asyncio.run(start())
-    assert str(e.value) == ("replica tiny-1 did not start: TimeoutError: http://127.0.0.1:9 does not serve "
-                            "'cato-tiny' after 0.5 s (ConnectError)")
+    assert str(e.value) == (
+        "replica tiny-1 did not start: TimeoutError: http://127.0.0.1:9 does not serve "
+        "'cato-tiny' after 0.5 s (ConnectError)"
+    )
     assert gw.fleet.rows()[0]["state"] == "failed"
 
 
@@ -656,6 +777,8 @@ def test_a_retry_with_nowhere_to_go_fails_at_once_even_with_a_scaler():
         took = time.monotonic() - t0
     status, kind, message = error_of(r)
     assert (status, kind) == (502, "upstream_error") and took < 1.0  # not the 5 s request timeout
-    assert message == ("replica tiny-1 answered HTTP 500: "
-                       '{"error":{"message":"engine dead","type":"InternalServerError"}}; '
-                       "no other replica of 'tiny' to retry on")
+    assert message == (
+        "replica tiny-1 answered HTTP 500: "
+        '{"error":{"message":"engine dead","type":"InternalServerError"}}; '
+        "no other replica of 'tiny' to retry on"
+    )

@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from cato_core.errors import InputError
-from cato_traces.files import read_trace
 from cato_sim.cli import app
-from cato_traces.importers import RULES, classify_lengths, import_trace, parse_mix
+from cato_traces.files import read_trace
 from cato_traces.generate import TASK_TYPES
+from cato_traces.importers import RULES, classify_lengths, import_trace, parse_mix
 from tests.conftest import ROOT
 
 AZURE_CODE = ROOT / "data/traces/azure_llm_2023/AzureLLMInferenceTrace_code.csv"
@@ -28,29 +28,38 @@ def write(tmp_path, name, text):
 
 @pytest.fixture
 def azure(tmp_path):
-    return write(tmp_path, "azure.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n"
-                 "2023-11-16 18:17:03.9799600,4808,10\n"        # rule 2: completion
-                 "2023-11-16 18:17:04.0319600,3000,40\n"        # rule 5: summarization
-                 "2023-11-16 18:17:05.4799600,100,120\n"        # rule 8: translation
-                 "2023-11-16 18:18:03.9799600,20,200\n")        # rule 9: generation
+    return write(
+        tmp_path,
+        "azure.csv",
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-11-16 18:17:03.9799600,4808,10\n"  # rule 2: completion
+        "2023-11-16 18:17:04.0319600,3000,40\n"  # rule 5: summarization
+        "2023-11-16 18:17:05.4799600,100,120\n"  # rule 8: translation
+        "2023-11-16 18:18:03.9799600,20,200\n",
+    )  # rule 9: generation
 
 
 @pytest.fixture
 def mooncake(tmp_path):
-    rows = [dict(timestamp=27, input_length=6955, output_length=45, hash_ids=[46, 47]),  # rule 5
-            dict(timestamp=1500, input_length=500, output_length=300, hash_ids=[1]),     # rule 8
-            dict(timestamp=3027, input_length=9000, output_length=7, hash_ids=[])]       # rule 1
+    rows = [
+        dict(timestamp=27, input_length=6955, output_length=45, hash_ids=[46, 47]),  # rule 5
+        dict(timestamp=1500, input_length=500, output_length=300, hash_ids=[1]),  # rule 8
+        dict(timestamp=3027, input_length=9000, output_length=7, hash_ids=[]),
+    ]  # rule 1
     return write(tmp_path, "mooncake.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
 @pytest.fixture
 def burstgpt(tmp_path):
-    return write(tmp_path, "burst.csv",
-                 "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
-                 "5,ChatGPT,80,18,98,Conversation log\n"        # rule 4: summarization
-                 "45,ChatGPT,1087,0,1087,Conversation log\n"    # failed: dropped
-                 "118,GPT-4,417,276,693,API log\n"              # rule 8: translation
-                 "120.5,ChatGPT,50,1000,1050,API log\n")        # rule 9: generation
+    return write(
+        tmp_path,
+        "burst.csv",
+        "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+        "5,ChatGPT,80,18,98,Conversation log\n"  # rule 4: summarization
+        "45,ChatGPT,1087,0,1087,Conversation log\n"  # failed: dropped
+        "118,GPT-4,417,276,693,API log\n"  # rule 8: translation
+        "120.5,ChatGPT,50,1000,1050,API log\n",
+    )  # rule 9: generation
 
 
 def test_azure_exact(azure):
@@ -82,15 +91,23 @@ def test_burstgpt_drops_failed(burstgpt):
 
 
 def test_dropped_first_row_rebases(tmp_path):
-    p = write(tmp_path, "b.csv", "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
-              "10,ChatGPT,0,5,5,API log\n12,ChatGPT,300,5,305,API log\n")
+    p = write(
+        tmp_path,
+        "b.csv",
+        "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+        "10,ChatGPT,0,5,5,API log\n12,ChatGPT,300,5,305,API log\n",
+    )
     df = import_trace("burstgpt", p)
     assert df["arrival_s"].tolist() == [0.0] and df.attrs["dropped"] == 1
 
 
 def test_unsorted_rows_sorted_by_arrival(tmp_path):
-    p = write(tmp_path, "m.jsonl", '{"timestamp": 2000, "input_length": 9, "output_length": 7}\n'
-              '{"timestamp": 1000, "input_length": 8, "output_length": 7}\n')
+    p = write(
+        tmp_path,
+        "m.jsonl",
+        '{"timestamp": 2000, "input_length": 9, "output_length": 7}\n'
+        '{"timestamp": 1000, "input_length": 8, "output_length": 7}\n',
+    )
     df = import_trace("mooncake", p)
     assert df["arrival_s"].tolist() == [0.0, 1.0] and df["prompt_tokens"].tolist() == [8, 9]
 
@@ -104,15 +121,24 @@ def test_time_scale(azure):
 
 # (prompt, output, types the table allows) for every row of the mapping table.
 CASES = [
-    (9000, 5, {"completion"}),                      # 1
-    (15, 15, {"completion"}), (256, 20, {"completion"}),  # 2
-    (100, 10, {"completion", "summarization"}), (255, 20, {"completion", "summarization"}),  # 3
-    (20, 10, {"summarization"}), (99, 20, {"summarization"}),  # 4
-    (42, 21, {"summarization"}), (5000, 50, {"summarization"}),  # 5
-    (102, 51, {"summarization", "generation"}), (5000, 60, {"summarization", "generation"}),  # 6
-    (122, 61, {"generation"}), (7000, 300, {"generation"}),  # 7
-    (11, 21, {"translation"}), (121, 61, {"translation"}), (150, 300, {"translation"}),  # 8
-    (10, 21, {"generation"}), (149, 300, {"generation"}),  # 9
+    (9000, 5, {"completion"}),  # 1
+    (15, 15, {"completion"}),
+    (256, 20, {"completion"}),  # 2
+    (100, 10, {"completion", "summarization"}),
+    (255, 20, {"completion", "summarization"}),  # 3
+    (20, 10, {"summarization"}),
+    (99, 20, {"summarization"}),  # 4
+    (42, 21, {"summarization"}),
+    (5000, 50, {"summarization"}),  # 5
+    (102, 51, {"summarization", "generation"}),
+    (5000, 60, {"summarization", "generation"}),  # 6
+    (122, 61, {"generation"}),
+    (7000, 300, {"generation"}),  # 7
+    (11, 21, {"translation"}),
+    (121, 61, {"translation"}),
+    (150, 300, {"translation"}),  # 8
+    (10, 21, {"generation"}),
+    (149, 300, {"generation"}),  # 9
 ]
 
 
@@ -123,8 +149,10 @@ def test_mapping_table(p, o, allowed):
 
 
 def test_every_rule_is_covered():
-    rows = {int(np.select([c(np.array([p]), np.array([o])) for c, _ in RULES], np.arange(len(RULES)))[0])
-            for p, o, _ in CASES}
+    rows = {
+        int(np.select([c(np.array([p]), np.array([o])) for c, _ in RULES], np.arange(len(RULES)))[0])
+        for p, o, _ in CASES
+    }
     assert rows == set(range(len(RULES)))
 
 
@@ -146,7 +174,8 @@ def test_mix_mapping(azure):
     big = import_trace("azure", AZURE_CODE, mapping="mix", mix={"completion": 3, "generation": 1}, seed=1)
     assert big["task_type"].value_counts(normalize=True)["completion"] == pytest.approx(0.75, abs=0.02)
     pd.testing.assert_frame_equal(
-        big, import_trace("azure", AZURE_CODE, mapping="mix", mix={"generation": 1, "completion": 3}, seed=1))
+        big, import_trace("azure", AZURE_CODE, mapping="mix", mix={"generation": 1, "completion": 3}, seed=1)
+    )
     even = import_trace("azure", AZURE_CODE, mapping="mix")["task_type"].value_counts(normalize=True)
     assert set(even.index) == set(TASK_TYPES) and even.min() > 0.2
 
@@ -167,20 +196,41 @@ AZ_HEAD = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
 BG_HEAD = "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
 
 
-@pytest.mark.parametrize("kind,name,text,field,says", [
-    ("azure", "a.csv", "TIMESTAMP,ContextTokens\n2023-11-16 18:17:03.9799600,4808\n", "GeneratedTokens", "required"),
-    ("azure", "a.csv", AZ_HEAD + "2023-11-16 18:17:03.9,1,1\nyesterday,1,1\n", "TIMESTAMP", "line 3"),
-    ("azure", "a.csv", AZ_HEAD + "2023-11-16 18:17:03.9,-4,1\n", "ContextTokens", ">= 0"),
-    ("azure", "a.csv", AZ_HEAD + "2023-11-16 18:17:03.9,4,1.5\n", "GeneratedTokens", "integers"),
-    ("azure", "a.csv", AZ_HEAD + "2023-11-16 18:17:03.9,4,\n", "GeneratedTokens", "line 2"),
-    ("azure", "a.csv", AZ_HEAD, "rows", "at least one"),
-    ("azure", "a.csv", "", "file", "CSV"),
-    ("mooncake", "m.jsonl", '{"timestamp": 0, "input_length": 5}\n', "output_length", "required"),
-    ("mooncake", "m.jsonl", '{"timestamp": "soon", "input_length": 5, "output_length": 5}\n', "timestamp", "numbers"),
-    ("mooncake", "m.jsonl", '{"timestamp": 0, "input_length": 5, "output_length": 5}\nnot json\n', "file", "line 2"),
-    ("burstgpt", "b.csv", BG_HEAD + "1,ChatGPT,5,-1,4,API log\n", "Response tokens", ">= 0"),
-    ("burstgpt", "b.csv", BG_HEAD + "1,ChatGPT,5,0,5,API log\n", "Request tokens/Response tokens", ">= 1"),
-])
+@pytest.mark.parametrize(
+    "kind,name,text,field,says",
+    [
+        (
+            "azure",
+            "a.csv",
+            "TIMESTAMP,ContextTokens\n2023-11-16 18:17:03.9799600,4808\n",
+            "GeneratedTokens",
+            "required",
+        ),
+        ("azure", "a.csv", AZ_HEAD + "2023-11-16 18:17:03.9,1,1\nyesterday,1,1\n", "TIMESTAMP", "line 3"),
+        ("azure", "a.csv", AZ_HEAD + "2023-11-16 18:17:03.9,-4,1\n", "ContextTokens", ">= 0"),
+        ("azure", "a.csv", AZ_HEAD + "2023-11-16 18:17:03.9,4,1.5\n", "GeneratedTokens", "integers"),
+        ("azure", "a.csv", AZ_HEAD + "2023-11-16 18:17:03.9,4,\n", "GeneratedTokens", "line 2"),
+        ("azure", "a.csv", AZ_HEAD, "rows", "at least one"),
+        ("azure", "a.csv", "", "file", "CSV"),
+        ("mooncake", "m.jsonl", '{"timestamp": 0, "input_length": 5}\n', "output_length", "required"),
+        (
+            "mooncake",
+            "m.jsonl",
+            '{"timestamp": "soon", "input_length": 5, "output_length": 5}\n',
+            "timestamp",
+            "numbers",
+        ),
+        (
+            "mooncake",
+            "m.jsonl",
+            '{"timestamp": 0, "input_length": 5, "output_length": 5}\nnot json\n',
+            "file",
+            "line 2",
+        ),
+        ("burstgpt", "b.csv", BG_HEAD + "1,ChatGPT,5,-1,4,API log\n", "Response tokens", ">= 0"),
+        ("burstgpt", "b.csv", BG_HEAD + "1,ChatGPT,5,0,5,API log\n", "Request tokens/Response tokens", ">= 1"),
+    ],
+)
 def test_bad_files_name_file_and_column(tmp_path, kind, name, text, field, says):
     p = write(tmp_path, name, text)
     e = error(import_trace, kind, p)
@@ -192,13 +242,21 @@ def test_missing_file(tmp_path):
     assert (e.source, e.field) == (str(tmp_path / "nope.csv"), "file")
 
 
-@pytest.mark.parametrize("kw,field", [
-    (dict(kind="alibaba"), "kind"), (dict(time_scale=0), "time_scale"), (dict(time_scale=float("inf")), "time_scale"),
-    (dict(seed=-1), "seed"), (dict(mapping="size"), "mapping"), (dict(limit=0), "limit"),
-    (dict(mix={"completion": 1}), "mix"),  # weights without mapping="mix"
-    (dict(mapping="mix", mix={"chat": 1}), "mix"), (dict(mapping="mix", mix={"completion": -1}), "mix.completion"),
-    (dict(mapping="mix", mix={"completion": 0}), "mix"),
-])
+@pytest.mark.parametrize(
+    "kw,field",
+    [
+        (dict(kind="alibaba"), "kind"),
+        (dict(time_scale=0), "time_scale"),
+        (dict(time_scale=float("inf")), "time_scale"),
+        (dict(seed=-1), "seed"),
+        (dict(mapping="size"), "mapping"),
+        (dict(limit=0), "limit"),
+        (dict(mix={"completion": 1}), "mix"),  # weights without mapping="mix"
+        (dict(mapping="mix", mix={"chat": 1}), "mix"),
+        (dict(mapping="mix", mix={"completion": -1}), "mix.completion"),
+        (dict(mapping="mix", mix={"completion": 0}), "mix"),
+    ],
+)
 def test_bad_arguments(azure, kw, field):
     args = dict(kind="azure", path=azure) | kw
     assert error(import_trace, **args).field == field
@@ -218,19 +276,23 @@ def test_cli_import(azure, tmp_path):
     res = invoke("azure", azure, "--out", out, "--time-scale", 2, "--limit", 3)
     assert res.exit_code == 0, res.output
     assert res.stdout.strip().splitlines() == [
-        f"3 tasks over 3.0 s: completion 1, generation 0, summarization 1, translation 1; dropped 0 -> {out}"]
+        f"3 tasks over 3.0 s: completion 1, generation 0, summarization 1, translation 1; dropped 0 -> {out}"
+    ]
     df = read_trace(out)
     assert df["arrival_s"].tolist() == pytest.approx([0.0, 0.104, 3.0])
     res = invoke("azure", azure, "--out", out, "--mapping", "mix", "--mix", "generation=1", "--seed", 5)
     assert res.exit_code == 0 and set(read_trace(out)["task_type"]) == {"generation"}
 
 
-@pytest.mark.parametrize("args,says", [
-    (["azure", "{tmp}/nope.csv"], "nope.csv: file:"),
-    (["azure", "{bad}"], "TIMESTAMP"),
-    (["burst", "{bad}"], "kind"),
-    (["azure", "{bad}", "--mapping", "mix", "--mix", "completion=x"], "--mix: completion:"),
-])
+@pytest.mark.parametrize(
+    "args,says",
+    [
+        (["azure", "{tmp}/nope.csv"], "nope.csv: file:"),
+        (["azure", "{bad}"], "TIMESTAMP"),
+        (["burst", "{bad}"], "kind"),
+        (["azure", "{bad}", "--mapping", "mix", "--mix", "completion=x"], "--mix: completion:"),
+    ],
+)
 def test_cli_bad_input_one_line_exit_2(tmp_path, args, says):
     bad = write(tmp_path, "bad.csv", AZ_HEAD + "never,1,1\n")
     args = [a.format(tmp=tmp_path, bad=bad) for a in args]

@@ -25,20 +25,26 @@ NOTEBOOK = ROOT / "notebooks" / "goodput_curves.ipynb"
 KERNEL = "cato-test-python"
 
 
-@pytest.fixture()
+@pytest.fixture
 def kernel(tmp_path, monkeypatch) -> str:
     spec = tmp_path / "jupyter" / "kernels" / KERNEL
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "CATO test (this interpreter)", "language": "python"}))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "CATO test (this interpreter)",
+                "language": "python",
+            }
+        )
+    )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     # the kernel starts in notebooks/: make the checkout importable even when not installed
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     return KERNEL
 
 
-@pytest.fixture()
+@pytest.fixture
 def sweep_dir(tmp_path) -> Path:
     """2 rates x 2 policies x 2 seeds of a 10 s quickstart."""
     exp, base = load_experiment(ROOT / "experiments" / "quickstart.yaml", ["trace.generate.duration_s=10"])
@@ -51,8 +57,9 @@ def sweep_dir(tmp_path) -> Path:
 def test_goodput_curves_notebook_runs(kernel, sweep_dir, monkeypatch):
     monkeypatch.setenv("CATO_SWEEP_DIR", str(sweep_dir))
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, kernel_name=kernel, timeout=300,
-                                     resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    client = nbclient.NotebookClient(
+        nb, kernel_name=kernel, timeout=300, resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    )
     client.execute()  # raises CellExecutionError naming the cell that failed
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]

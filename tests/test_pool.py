@@ -33,11 +33,17 @@ class Driver:
 
 def pool(router="round_robin", scaler="cato", max_num_seqs=2, **router_params):
     d = Driver()
-    p = ModelPool("m", round_profile(), max_num_seqs, make_router(router, router_params), make_scaler(scaler),
-                  call_later=d.call_later,
-                  dispatch=lambda k, r: d.dispatched.append((k.id, r.request_id)),
-                  reject=lambda r: d.rejected.append(r.request_id),
-                  on_released=lambda k: d.released.append(k.id))
+    p = ModelPool(
+        "m",
+        round_profile(),
+        max_num_seqs,
+        make_router(router, router_params),
+        make_scaler(scaler),
+        call_later=d.call_later,
+        dispatch=lambda k, r: d.dispatched.append((k.id, r.request_id)),
+        reject=lambda r: d.rejected.append(r.request_id),
+        on_released=lambda k: d.released.append(k.id),
+    )
     return p, d
 
 
@@ -150,8 +156,7 @@ def test_ready_replicas_keep_the_order_they_were_asked_in():
 @pytest.mark.parametrize("adds", [0, 2])
 def test_scale_adds_through_the_driver_then_releases(adds):
     p, d = pool(scaler="fixed")
-    p.scaler.decide = lambda now, replicas, free, pending: type(
-        "D", (), {"add": adds, "release": [replicas[0]]})()
+    p.scaler.decide = lambda now, replicas, free, pending: type("D", (), {"add": adds, "release": [replicas[0]]})()
     k = p.new_replica("m-1", 0.0)
     p.mark_ready(k, 0.0)
     added = []

@@ -21,7 +21,7 @@ def exact(x):
 
 def test_floor_defaults_to_zero_and_must_not_be_negative(tmp_path, profile_file):
     assert round_profile().linear_floor_s == 0.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="linear_floor_s"):
         round_profile(linear_floor_s=-0.001)
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**round_profile().model_dump(), "linear_floor_s": -0.001}))
@@ -109,14 +109,21 @@ def test_decode_steps_within_by_hand():
     assert flat.decode_steps_within(5, 1000, -1.0) == 0
 
 
-@pytest.mark.parametrize("prof", [
-    FLOORED, PLAIN, round_profile(linear_floor_s=0.02), round_profile(),
-    *(load_profile(name) for name in shipped_profiles()),
-], ids=lambda p: f"{p.name}-floor{p.linear_floor_s}-ctx{p.decode_ctx_s}")
+@pytest.mark.parametrize(
+    "prof",
+    [
+        FLOORED,
+        PLAIN,
+        round_profile(linear_floor_s=0.02),
+        round_profile(),
+        *(load_profile(name) for name in shipped_profiles()),
+    ],
+    ids=lambda p: f"{p.name}-floor{p.linear_floor_s}-ctx{p.decode_ctx_s}",
+)
 def test_decode_steps_within_inverts_decode_run_s(prof):
     for n in (1, 3, 10, 64, 100, 256):
         for context in (0, 517, 100_000):
-            for k in [*range(0, 60), 99, 1000, 12_345]:
+            for k in [*range(60), 99, 1000, 12_345]:
                 elapsed = prof.decode_run_s(n, context, k)
                 assert prof.decode_steps_within(n, context, elapsed) == k
                 # the largest such k, and consistent just below the end of step k

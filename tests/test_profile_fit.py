@@ -8,9 +8,18 @@ import yaml
 from cato_core.errors import InputError
 from cato_core.profile import load_profile, shipped_profiles
 from cato_profiles.fit import (
-    A100_80GB, ASCEND_910B4, CODELLAMA_7B, STARCODER2_7B, attention_coefficients,
-    build_shipped_profiles, fit_floored_linear, fit_linear, fit_vidur_profile,
-    kv_capacity_tokens, port_profile, read_vidur_mlp,
+    A100_80GB,
+    ASCEND_910B4,
+    CODELLAMA_7B,
+    STARCODER2_7B,
+    attention_coefficients,
+    build_shipped_profiles,
+    fit_floored_linear,
+    fit_linear,
+    fit_vidur_profile,
+    kv_capacity_tokens,
+    port_profile,
+    read_vidur_mlp,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,12 +34,19 @@ def synthetic_csv(path, tp_rows=(1, 2)):
     t = np.array([1, 8, 64, 512, 4096], float)
     rows = []
     for tp in tp_rows:
-        rows.append(pd.DataFrame({
-            "time_stats.emb.median": 0.5, "time_stats.emb.mean": 99.0,
-            "time_stats.mlp_up_proj.median": (0.1 + 0.002 * t) / tp,
-            "time_stats.add.median": 0.05 + 0.0001 * t,
-            "n_embd": 4096, "num_tokens": t, "num_tensor_parallel_workers": tp,
-        }))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "time_stats.emb.median": 0.5,
+                    "time_stats.emb.mean": 99.0,
+                    "time_stats.mlp_up_proj.median": (0.1 + 0.002 * t) / tp,
+                    "time_stats.add.median": 0.05 + 0.0001 * t,
+                    "n_embd": 4096,
+                    "num_tokens": t,
+                    "num_tensor_parallel_workers": tp,
+                }
+            )
+        )
     pd.concat(rows).to_csv(path, index=False)
     return path
 
@@ -97,30 +113,37 @@ def test_shipped_a100_prefill_matches_vidur_plus_attention():
     assert not prof.estimate and prof.kv_capacity_tokens == 121744
     df = pd.read_csv(A100_CSV)
     row = df[(df.num_tokens == 1000) & (df.num_tensor_parallel_workers == 1)].iloc[0]
-    per_layer = [c for c in df.columns
-                 if c.endswith(".median") and c != "time_stats.emb.median"]
+    per_layer = [c for c in df.columns if c.endswith(".median") and c != "time_stats.emb.median"]
     vidur_s = (row[per_layer].sum() * 32 + row["time_stats.emb.median"]) / 1e3
     expected = vidur_s + 1000**2 * 262144 / 156e12
     assert prof.prefill_s(1000) == pytest.approx(expected, rel=0.15)
 
 
 def test_shipped_profiles_load_and_estimates_are_marked():
-    assert {"codellama-7b_a100", "codellama-7b_910b4", "starcoder2-7b_910b4"} <= set(
-        shipped_profiles())
+    assert {"codellama-7b_a100", "codellama-7b_910b4", "starcoder2-7b_910b4"} <= set(shipped_profiles())
     for name in ["codellama-7b_910b4", "starcoder2-7b_910b4"]:
         prof = load_profile(name)
         assert prof.estimate and "ESTIMATE" in prof.provenance
     assert load_profile("starcoder2-7b_910b4").decode_ctx_s == pytest.approx(
-        load_profile("codellama-7b_910b4").decode_ctx_s / 8, rel=1e-5)  # GQA: 4 vs 32 KV heads
+        load_profile("codellama-7b_910b4").decode_ctx_s / 8, rel=1e-5
+    )  # GQA: 4 vs 32 KV heads
 
 
 def test_port_to_same_device_and_model_is_identity():
     base = load_profile("codellama-7b_a100")
-    same = port_profile(base, name="s", model="m", device="d", base_arch=CODELLAMA_7B,
-                        arch=CODELLAMA_7B, base_spec=A100_80GB, spec=A100_80GB,
-                        cold_start_s=1.0, cold_start_basis="test")
-    for f in ["overhead_s", "per_token_s", "linear_floor_s", "prefill_attn_s", "decode_ctx_s",
-              "kv_capacity_tokens"]:
+    same = port_profile(
+        base,
+        name="s",
+        model="m",
+        device="d",
+        base_arch=CODELLAMA_7B,
+        arch=CODELLAMA_7B,
+        base_spec=A100_80GB,
+        spec=A100_80GB,
+        cold_start_s=1.0,
+        cold_start_basis="test",
+    )
+    for f in ["overhead_s", "per_token_s", "linear_floor_s", "prefill_attn_s", "decode_ctx_s", "kv_capacity_tokens"]:
         assert getattr(same, f) == getattr(base, f)
 
 
@@ -130,7 +153,8 @@ def test_port_scales_floor_by_weight_bytes_over_bandwidth():
         ported = load_profile(name)
         # 910B4: 0.8 vs 2.0 TB/s at equal efficiency: 2.5x the weight-read time, x params
         ratio = (arch.weight_bytes / ASCEND_910B4.achieved_bandwidth) / (
-            CODELLAMA_7B.weight_bytes / A100_80GB.achieved_bandwidth)
+            CODELLAMA_7B.weight_bytes / A100_80GB.achieved_bandwidth
+        )
         assert ported.linear_floor_s == pytest.approx(base.linear_floor_s * ratio, rel=1e-5)
         assert "linear_floor_s" in ported.provenance
 
@@ -144,8 +168,7 @@ def test_missing_column_and_file_raise_input_error(tmp_path):
     with pytest.raises(InputError):
         fit_vidur_profile(tmp_path / "nope.csv", name="x", model="m", device="d")
     with pytest.raises(InputError) as e:
-        fit_vidur_profile(tmp_path / "ok.csv", name="x", model="m", device="d",
-                          tensor_parallel=8)
+        fit_vidur_profile(tmp_path / "ok.csv", name="x", model="m", device="d", tensor_parallel=8)
     assert e.value.field == "num_tensor_parallel_workers"
 
 

@@ -49,8 +49,12 @@ def test_completion_deadlines_and_header_exact():
     assert sla == pytest.approx(0.3, abs=1e-15)
     assert deadlines == pytest.approx([2.15, 2.3], abs=1e-15)
     assert request_headers("completion", "t7", "llm", sla, deadlines[1], 2.2) == {
-        "X-CATO-Task": "completion", "X-CATO-Task-Id": "t7", "X-CATO-Node": "llm", "X-CATO-SLA-Ms": "300.000",
-        "X-CATO-Deadline-Ms": "100.000"}
+        "X-CATO-Task": "completion",
+        "X-CATO-Task-Id": "t7",
+        "X-CATO-Node": "llm",
+        "X-CATO-SLA-Ms": "300.000",
+        "X-CATO-Deadline-Ms": "100.000",
+    }
     assert deadline_ms(deadlines[1], 2.35) == "-50.000"  # past its deadline: negative
     assert deadline_ms(2.0 + 0.0123456, 2.0) == "12.346"  # to the microsecond
 
@@ -75,17 +79,24 @@ def test_deadlines_equal_the_simulators(tmp_path):
     equals, to the last bit, the one the simulator records."""
     rng = np.random.default_rng(5)
     n = 24
-    trace = pd.DataFrame({
-        "task_id": [f"t{i}" for i in range(n)],
-        "arrival_s": np.sort(rng.uniform(0, 3, n)),
-        "task_type": [list(TYPES)[i % 4] for i in range(n)],
-        "prompt_tokens": rng.integers(1, 2000, n),
-        "output_tokens": rng.integers(1, 300, n),
-        "sla_s": [2.5 if i % 5 == 0 else float("nan") for i in range(n)],
-    })
-    exp = parse_experiment({"trace": {"path": "unused.parquet"},
-                            "models": {"m": {"profile": "codellama-7b_a100", "replicas": 2}},
-                            "setups": [{"name": "s", "router": "cato"}]}, "test")
+    trace = pd.DataFrame(
+        {
+            "task_id": [f"t{i}" for i in range(n)],
+            "arrival_s": np.sort(rng.uniform(0, 3, n)),
+            "task_type": [list(TYPES)[i % 4] for i in range(n)],
+            "prompt_tokens": rng.integers(1, 2000, n),
+            "output_tokens": rng.integers(1, 300, n),
+            "sla_s": [2.5 if i % 5 == 0 else float("nan") for i in range(n)],
+        }
+    )
+    exp = parse_experiment(
+        {
+            "trace": {"path": "unused.parquet"},
+            "models": {"m": {"profile": "codellama-7b_a100", "replicas": 2}},
+            "setups": [{"name": "s", "router": "cato"}],
+        },
+        "test",
+    )
     Simulation(exp, exp.setups[0], trace, tmp_path, seed=1).run()
     sim_nodes = pd.read_parquet(tmp_path / "nodes.parquet").set_index(["task_id", "node"])["deadline_s"]
     sim_tasks = pd.read_parquet(tmp_path / "tasks.parquet").set_index("task_id")["sla_s"]
@@ -96,7 +107,7 @@ def test_deadlines_equal_the_simulators(tmp_path):
         base = p.baselines({}, row.prompt_tokens, row.output_tokens, default=prof)
         sla, deadlines = p.sla_and_deadlines(base, row.arrival_s, row.sla_s)
         assert sla == sim_tasks[row.task_id]
-        for node, d in zip(p.nodes, deadlines):
+        for node, d in zip(p.nodes, deadlines, strict=True):
             if (row.task_id, node.name) in sim_nodes.index:
                 assert d == sim_nodes[(row.task_id, node.name)], (row.task_id, node.name)
                 checked += 1
@@ -108,9 +119,20 @@ def test_tool_durations_seeded_lognormal():
     p = plan("completion")
     z = np.random.default_rng([7, 3]).standard_normal()
     assert tool_durations(p, np.random.default_rng([7, 3])) == [0.05 * math.exp(0.25 * z), 0.0]
-    fixed = TaskPlan("c", TYPES["completion"].model_copy(update={"nodes": (
-        TYPES["completion"].nodes[0].model_copy(update={"tool": TYPES["completion"].nodes[0].tool.model_copy(
-            update={"sigma": 0.0})}), TYPES["completion"].nodes[1])}), "m")
+    fixed = TaskPlan(
+        "c",
+        TYPES["completion"].model_copy(
+            update={
+                "nodes": (
+                    TYPES["completion"]
+                    .nodes[0]
+                    .model_copy(update={"tool": TYPES["completion"].nodes[0].tool.model_copy(update={"sigma": 0.0})}),
+                    TYPES["completion"].nodes[1],
+                )
+            }
+        ),
+        "m",
+    )
     assert tool_durations(fixed, np.random.default_rng(0)) == [0.05, 0.0]  # sigma 0: the median
 
 
@@ -135,17 +157,61 @@ def record(t: TaskRun, i: int, **fields) -> NodeRecord:
 def test_rows_of_an_ok_task():
     t = make_task()
     record(t, 0, queued_s=1.0, start_s=1.0, end_s=1.06)
-    record(t, 1, replica="r1", priority=2, slack_s=0.24, queued_s=1.06, first_token_s=1.09, end_s=1.2,
-           prompt_tokens=40, output_tokens=11)
+    record(
+        t,
+        1,
+        replica="r1",
+        priority=2,
+        slack_s=0.24,
+        queued_s=1.06,
+        first_token_s=1.09,
+        end_s=1.2,
+        prompt_tokens=40,
+        output_tokens=11,
+    )
     row = t.end(1.2, "ok", None)
     assert row[:4] == ("t1", "completion", "ttft", 1.0)
     assert row[4] == pytest.approx(0.09) and row[5] == pytest.approx(0.2)
     assert row[6:] == (t.sla_s, True, "ok", None)
     nodes = t.node_rows()
-    assert nodes[0] == ("t1", "retrieve", "tool", None, None, None, None, None, 0.0, t.deadlines[0],
-                        1.0, 1.0, None, 1.06, None, None, "ok")
-    assert nodes[1] == ("t1", "llm", "llm", "m", "r1", 2, 0.24, None, None, t.deadlines[1],
-                        1.06, None, 1.09, 1.2, 40, 11, "ok")
+    assert nodes[0] == (
+        "t1",
+        "retrieve",
+        "tool",
+        None,
+        None,
+        None,
+        None,
+        None,
+        0.0,
+        t.deadlines[0],
+        1.0,
+        1.0,
+        None,
+        1.06,
+        None,
+        None,
+        "ok",
+    )
+    assert nodes[1] == (
+        "t1",
+        "llm",
+        "llm",
+        "m",
+        "r1",
+        2,
+        0.24,
+        None,
+        None,
+        t.deadlines[1],
+        1.06,
+        None,
+        1.09,
+        1.2,
+        40,
+        11,
+        "ok",
+    )
 
 
 def test_rows_of_a_late_failed_and_cancelled_task():
@@ -176,9 +242,15 @@ def test_busy_seconds_is_the_union_of_in_flight_intervals():
 
 # -- a target that refuses connections -------------------------------------------------------
 def small_trace(n=8, gap=0.02) -> pd.DataFrame:
-    return pd.DataFrame({"task_id": [f"t{i}" for i in range(n)], "arrival_s": np.arange(n) * gap,
-                         "task_type": [list(TYPES)[i % 4] for i in range(n)],
-                         "prompt_tokens": 8 + np.arange(n), "output_tokens": 4 + np.arange(n)})
+    return pd.DataFrame(
+        {
+            "task_id": [f"t{i}" for i in range(n)],
+            "arrival_s": np.arange(n) * gap,
+            "task_type": [list(TYPES)[i % 4] for i in range(n)],
+            "prompt_tokens": 8 + np.arange(n),
+            "output_tokens": 4 + np.arange(n),
+        }
+    )
 
 
 def test_refused_target_fails_every_task_with_the_reason(tmp_path):
@@ -205,9 +277,14 @@ def test_refused_target_fails_every_task_with_the_reason(tmp_path):
 def replay_cli(*args, timeout=120) -> subprocess.CompletedProcess:
     """`cato-live replay ARGS` as a child process (real exit code, stdout and stderr)."""
     cmd = [sys.executable, "-c", "from cato_live.cli import main; main()", "replay"]
-    return subprocess.run([*cmd, *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"})
+    return subprocess.run(
+        [*cmd, *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
+    )
 
 
 def test_cli_refused_target_exit_1_and_tables(tmp_path):

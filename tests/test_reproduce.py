@@ -15,9 +15,18 @@ def sweep_frame(goodput: dict[str, list[float]], rate=2.0, utilization=None) -> 
     for policy, values in goodput.items():
         for seed, g in enumerate(values):
             for t in ("generation", "summarization"):
-                rows.append({"policy": policy, "rate": rate, "seed": seed, "task_type": t,
-                             "all_goodput_rate": g, "utilization": (utilization or {}).get(policy, 0.5),
-                             "ttft_p95": 1.0 if policy != "cato" else 0.8, "e2e_p95": 2.0})
+                rows.append(
+                    {
+                        "policy": policy,
+                        "rate": rate,
+                        "seed": seed,
+                        "task_type": t,
+                        "all_goodput_rate": g,
+                        "utilization": (utilization or {}).get(policy, 0.5),
+                        "ttft_p95": 1.0 if policy != "cato" else 0.8,
+                        "e2e_p95": 2.0,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -31,13 +40,16 @@ def test_paired_difference_against_the_best_baseline():
     assert rel.mean == pytest.approx(-0.2)  # 0.8 / 1.0 - 1
 
 
-@pytest.mark.parametrize("fig, paper, expected", [
-    (Figure(0.12, 0.05, 0.19, 5), 0.10, "yes"),
-    (Figure(0.02, 0.01, 0.03, 5), 0.10, "direction only"),
-    (Figure(0.02, -0.01, 0.05, 5), 0.10, "no"),
-    (Figure(-0.20, -0.25, -0.15, 5), -0.18, "yes"),
-    (Figure(-0.06, -0.20, 0.08, 5), -0.14, "no"),  # reaches the figure but crosses zero
-])
+@pytest.mark.parametrize(
+    "fig, paper, expected",
+    [
+        (Figure(0.12, 0.05, 0.19, 5), 0.10, "yes"),
+        (Figure(0.02, 0.01, 0.03, 5), 0.10, "direction only"),
+        (Figure(0.02, -0.01, 0.05, 5), 0.10, "no"),
+        (Figure(-0.20, -0.25, -0.15, 5), -0.18, "yes"),
+        (Figure(-0.06, -0.20, 0.08, 5), -0.14, "no"),  # reaches the figure but crosses zero
+    ],
+)
 def test_verdicts(fig, paper, expected):
     assert verdict(fig, paper) == expected
 
@@ -45,8 +57,10 @@ def test_verdicts(fig, paper, expected):
 def test_claims_read_only_result_files(tmp_path):
     for name in ("all_tasks", "rq1"):
         (tmp_path / name).mkdir()
-        sweep_frame({"cato": [0.9, 0.8, 0.7], "rayserve": [0.6, 0.6, 0.6], "round_robin": [0.8, 0.7, 0.6]},
-                    utilization={"cato": 0.4, "rayserve": 0.5}).to_parquet(tmp_path / name / "sweep.parquet")
+        sweep_frame(
+            {"cato": [0.9, 0.8, 0.7], "rayserve": [0.6, 0.6, 0.6], "round_robin": [0.8, 0.7, 0.6]},
+            utilization={"cato": 0.4, "rayserve": 0.5},
+        ).to_parquet(tmp_path / name / "sweep.parquet")
     rows = claims(tmp_path)
     goodput = next(r for r in rows if r["claim"].startswith("All four types: Goodput"))
     assert goodput["holds"] == "yes" and goodput["ours"].startswith("+10.0%")

@@ -26,8 +26,9 @@ def feed(scaler, priorities, now):
 
 
 def test_cato_scaler_adds_after_repeated_violations():
-    s = make_scaler("cato", {"window_s": 2, "max_exceeded_proportion": 0.1, "max_exceeded_times": 2,
-                             "scale_per_violation": 0.5})
+    s = make_scaler(
+        "cato", {"window_s": 2, "max_exceeded_proportion": 0.1, "max_exceeded_times": 2, "scale_per_violation": 0.5}
+    )
     ks = replicas(2, ongoing=1)  # none idle
     feed(s, [VIOLATED, AT_RISK, AT_RISK, ON_TIME, ON_TIME], 1.0)  # v/n = 3/5 > 0.1
     assert s.decide(2.0, ks, free=10, pending=0).add == 0  # first exceeded window: wait

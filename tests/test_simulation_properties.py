@@ -3,6 +3,8 @@ and the same seed gives byte-identical results."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,23 +23,47 @@ task = st.tuples(
 
 
 def experiment(router, scaler, replicas=1, **model):
-    return parse_experiment({
-        "trace": {"path": "unused.parquet"},
-        "cluster": {"machines": 1, "accelerators_per_machine": 3},
-        "models": {"m": {"profile": "codellama-7b_a100", "replicas": replicas, "max_num_seqs": 4,
-                         "max_num_batched_tokens": 512, "kv_capacity_tokens": 4000, **model}},
-        "setups": [{"name": "s", "router": router, "scaler": scaler,
+    return parse_experiment(
+        {
+            "trace": {"path": "unused.parquet"},
+            "cluster": {"machines": 1, "accelerators_per_machine": 3},
+            "models": {
+                "m": {
+                    "profile": "codellama-7b_a100",
+                    "replicas": replicas,
+                    "max_num_seqs": 4,
+                    "max_num_batched_tokens": 512,
+                    "kv_capacity_tokens": 4000,
+                    **model,
+                }
+            },
+            "setups": [
+                {
+                    "name": "s",
+                    "router": router,
+                    "scaler": scaler,
                     "scaler_params": {"window_s": 0.5, "max_exceeded_times": 1, "idle_timeout_s": 1}
-                    if scaler == "cato" else {"upscale_delay_s": 0.5, "downscale_delay_s": 2} if scaler == "rayserve" else {}}],
-        "drain_s": 30,
-    }, "test")
+                    if scaler == "cato"
+                    else {"upscale_delay_s": 0.5, "downscale_delay_s": 2}
+                    if scaler == "rayserve"
+                    else {},
+                }
+            ],
+            "drain_s": 30,
+        },
+        "test",
+    )
 
 
 def frame(tasks):
-    return pd.DataFrame(
-        [(f"t{i}", a, ty, p, o) for i, (a, ty, p, o) in enumerate(tasks)],
-        columns=["task_id", "arrival_s", "task_type", "prompt_tokens", "output_tokens"],
-    ).sort_values("arrival_s", kind="stable").reset_index(drop=True)
+    return (
+        pd.DataFrame(
+            [(f"t{i}", a, ty, p, o) for i, (a, ty, p, o) in enumerate(tasks)],
+            columns=["task_id", "arrival_s", "task_type", "prompt_tokens", "output_tokens"],
+        )
+        .sort_values("arrival_s", kind="stable")
+        .reset_index(drop=True)
+    )
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -64,7 +90,7 @@ def test_every_task_once_and_time_runs_forward(tmp_path_factory, tasks, router, 
 
     # Within a node: queued <= start <= first token <= end, where they happened.
     seq = nodes[["queued_s", "start_s", "first_token_s", "end_s"]]
-    for a, b in zip(seq.columns, seq.columns[1:]):
+    for a, b in pairwise(seq.columns):
         both = seq[a].notna() & seq[b].notna()
         assert (seq.loc[both, a] <= seq.loc[both, b] + 1e-9).all()
     arrival = nodes["task_id"].map(trace.set_index("task_id")["arrival_s"])
@@ -85,7 +111,7 @@ def test_every_task_once_and_time_runs_forward(tmp_path_factory, tasks, router, 
 def test_same_seed_gives_identical_results(tmp_path):
     from cato_traces.generate import generate_trace
 
-    trace = generate_trace(rate=4, duration_s=30, mix={t: 1 for t in TYPES}, seed=5)
+    trace = generate_trace(rate=4, duration_s=30, mix=dict.fromkeys(TYPES, 1), seed=5)
     outs = []
     for run in range(2):
         for router, scaler in (("cato", "cato"), ("pow2", "rayserve")):
@@ -103,7 +129,7 @@ def test_same_seed_gives_identical_results(tmp_path):
 def test_two_simulations_side_by_side_do_not_share_state(tmp_path):
     from cato_traces.generate import generate_trace
 
-    trace = generate_trace(rate=4, duration_s=20, mix={t: 1 for t in TYPES}, seed=2)
+    trace = generate_trace(rate=4, duration_s=20, mix=dict.fromkeys(TYPES, 1), seed=2)
     exp = experiment("pow2", "cato", replicas=1)
     Simulation(exp, exp.setups[0], trace, tmp_path / "alone", seed=1).run()
     a = Simulation(exp, exp.setups[0], trace, tmp_path / "a", seed=1)

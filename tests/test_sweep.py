@@ -16,14 +16,23 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from cato_report import sweep_plots as sp
 from cato_core.errors import InputError
+from cato_report import sweep_plots as sp
 from cato_sim.cli import app
 from cato_sim.experiment import Experiment, load_experiment
 from cato_sim.runner import build_trace
 from cato_sim.sweep import (
-    BUILTIN_POLICIES, COLUMNS, KEYS, WALL_COLUMNS, collect, jobs_of, plan_sweep, resolve_policies,
-    run_dir, run_seed, run_sweep,
+    BUILTIN_POLICIES,
+    COLUMNS,
+    KEYS,
+    WALL_COLUMNS,
+    collect,
+    jobs_of,
+    plan_sweep,
+    resolve_policies,
+    run_dir,
+    run_seed,
+    run_sweep,
 )
 from cato_traces.generate import generate_trace, save_trace
 
@@ -72,7 +81,11 @@ def test_one_row_per_run_and_task_type(serial):
     assert list(f["policy"].unique()) == POLICIES  # sorted in the order asked for
     assert sorted(f["rate"].unique()) == RATES and sorted(f["seed"].unique()) == [0, 1]
     assert sorted(f["task_type"].unique()) == TYPES
-    assert f.equals(f.sort_values(["rate", "seed", "task_type"]).sort_values("policy", key=lambda c: c.map(POLICIES.index), kind="stable"))
+    assert f.equals(
+        f.sort_values(["rate", "seed", "task_type"]).sort_values(
+            "policy", key=lambda c: c.map(POLICIES.index), kind="stable"
+        )
+    )
     assert set(f["run_seed"]) == {run_seed(7, 0), run_seed(7, 1)}
     # per type figures add up to the run's
     per_run = f.groupby(["policy", "rate", "seed"]).agg(tasks=("tasks", "sum"), all_tasks=("all_tasks", "first"))
@@ -106,8 +119,9 @@ def test_results_do_not_depend_on_worker_count(serial, exp_file, tmp_path):
     two = run_sweep(exp, base, tmp_path, POLICIES, RATES, SEEDS, workers=2)
     pd.testing.assert_frame_equal(results(two.frame), results(serial.frame))
     rel = run_dir("round_robin", 3.0, 1)
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / rel / "tasks.parquet"),
-                                  pd.read_parquet(serial.out / rel / "tasks.parquet"))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / rel / "tasks.parquet"), pd.read_parquet(serial.out / rel / "tasks.parquet")
+    )
 
 
 def test_ray_local_sweep_matches_local_processes(serial, exp_file, tmp_path):
@@ -129,13 +143,32 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(exp_file, tmp_path, monk
         return real(exp, setup, trace, out, seed, *a, **kw)
 
     monkeypatch.setattr(cato_sim.runner, "run_setup", flaky)  # reaches the runs: one worker, in-process
-    res = CliRunner().invoke(app, ["sweep", str(exp_file), "--rates", "1,3", "--policies", "cato,round_robin",
-                                   "--seeds", "2", "--workers", "1", "--out", str(tmp_path)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "sweep",
+            str(exp_file),
+            "--rates",
+            "1,3",
+            "--policies",
+            "cato,round_robin",
+            "--seeds",
+            "2",
+            "--workers",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert res.exit_code == 1, res.output
     failures = json.loads((tmp_path / "failures.json").read_text())
     assert [(f["policy"], f["rate"], f["seed"], f["error"]) for f in failures] == [
-        ("round_robin", 3.0, 0, "RuntimeError: injected failure"), ("round_robin", 3.0, 1, "RuntimeError: injected failure")]
-    assert "injected failure" in json.loads((tmp_path / failures[0]["run_dir"] / "failure.json").read_text())["traceback"]
+        ("round_robin", 3.0, 0, "RuntimeError: injected failure"),
+        ("round_robin", 3.0, 1, "RuntimeError: injected failure"),
+    ]
+    assert (
+        "injected failure" in json.loads((tmp_path / failures[0]["run_dir"] / "failure.json").read_text())["traceback"]
+    )
     frame = pd.read_parquet(tmp_path / "sweep.parquet")
     assert len(frame) == (2 * 2 * 2 - 2) * len(TYPES)
     assert not ((frame["policy"] == "round_robin") & (frame["rate"] == 3.0)).any()
@@ -168,9 +201,25 @@ def test_plots_and_table_are_rebuilt_from_the_files_alone(serial, tmp_path):
 
 
 def test_cli_sweep_writes_everything(exp_file, tmp_path):
-    res = CliRunner().invoke(app, ["sweep", str(exp_file), "--rates", "2", "--policies", "rayserve",
-                                   "--seeds", "1", "--workers", "1", "--out", str(tmp_path),
-                                   "--set", "trace.generate.duration_s=4"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "sweep",
+            str(exp_file),
+            "--rates",
+            "2",
+            "--policies",
+            "rayserve",
+            "--seeds",
+            "1",
+            "--workers",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--set",
+            "trace.generate.duration_s=4",
+        ],
+    )
     assert res.exit_code == 0, res.output
     frame = pd.read_parquet(tmp_path / "sweep.parquet")
     assert len(frame) == len(TYPES) and set(frame["scaler"]) == {"rayserve"}  # the built-in
@@ -179,27 +228,63 @@ def test_cli_sweep_writes_everything(exp_file, tmp_path):
     assert plan["experiment_config"]["trace"]["generate"]["duration_s"] == 4
 
 
-@pytest.mark.parametrize("extra", [
-    ["--rates", "1,x"], ["--rates", "0"], ["--rates", "1,1.0"], ["--policies", "nope"],
-    ["--seeds", "0"], ["--workers", "0"], ["--set", "trace.generate.rate=-1"],
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--rates", "1,x"],
+        ["--rates", "0"],
+        ["--rates", "1,1.0"],
+        ["--policies", "nope"],
+        ["--seeds", "0"],
+        ["--workers", "0"],
+        ["--set", "trace.generate.rate=-1"],
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(exp_file, tmp_path, extra):
-    opts = {"--rates": "1", "--policies": "cato", "--seeds": "1", **dict(zip(extra[::2], extra[1::2]))}
-    res = CliRunner().invoke(app, ["sweep", str(exp_file), "--out", str(tmp_path), *[x for kv in opts.items() for x in kv]])
+    opts = {"--rates": "1", "--policies": "cato", "--seeds": "1", **dict(zip(extra[::2], extra[1::2], strict=True))}
+    res = CliRunner().invoke(
+        app, ["sweep", str(exp_file), "--out", str(tmp_path), *[x for kv in opts.items() for x in kv]]
+    )
     assert res.exit_code == 2, res.output
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1, res.output
 
 
 def test_ray_address_without_ray_is_an_input_error(exp_file, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    res = CliRunner().invoke(app, ["sweep", str(exp_file), "--rates", "1", "--policies", "cato",
-                                   "--ray-address", "local", "--out", str(tmp_path)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "sweep",
+            str(exp_file),
+            "--rates",
+            "1",
+            "--policies",
+            "cato",
+            "--ray-address",
+            "local",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert res.exit_code == 2 and "ray" in res.output
 
 
 def test_unreachable_ray_address_fails_fast(exp_file, tmp_path):
-    res = CliRunner().invoke(app, ["sweep", str(exp_file), "--rates", "1", "--policies", "cato",
-                                   "--ray-address", "127.0.0.1:1", "--out", str(tmp_path)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "sweep",
+            str(exp_file),
+            "--rates",
+            "1",
+            "--policies",
+            "cato",
+            "--ray-address",
+            "127.0.0.1:1",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert res.exit_code == 2 and "--ray-address" in res.output, res.output
 
 

@@ -15,12 +15,16 @@ from tests.conftest import round_profile
 
 def diamond(metric: str = "e2e") -> TaskPlan:
     """a (tool) -> b (llm), a -> c (tool), b and c -> d (llm, streamed)."""
-    t = TaskType(metric=metric, sla=Sla(seconds=2.0), nodes=(
-        Node(name="a", kind="tool", tool=ToolTime(median_s=0.125)),
-        Node(name="b", kind="llm", after=("a",)),
-        Node(name="c", kind="tool", after=("a",), tool=ToolTime(median_s=0.25)),
-        Node(name="d", kind="llm", after=("b", "c")),
-    ))
+    t = TaskType(
+        metric=metric,
+        sla=Sla(seconds=2.0),
+        nodes=(
+            Node(name="a", kind="tool", tool=ToolTime(median_s=0.125)),
+            Node(name="b", kind="llm", after=("a",)),
+            Node(name="c", kind="tool", after=("a",), tool=ToolTime(median_s=0.25)),
+            Node(name="d", kind="llm", after=("b", "c")),
+        ),
+    )
     return TaskPlan("diamond", t, "m")
 
 
@@ -66,8 +70,9 @@ def test_start_node_records():
     run = run_of()
     a, b, _, _ = run.plan.nodes
     assert run.start_node(a, 1.0) == NodeRecord("t1", "a", "tool", None, 1.25, queued_s=1.0, start_s=1.0)
-    assert run.start_node(b, 1.125) == NodeRecord("t1", "b", "llm", "m", 1.75, queued_s=1.125,
-                                                  prompt_tokens=40, output_tokens=8)
+    assert run.start_node(b, 1.125) == NodeRecord(
+        "t1", "b", "llm", "m", 1.75, queued_s=1.125, prompt_tokens=40, output_tokens=8
+    )
     assert run.records[1].status == "running" and run.records[2] is None
     own = NodeRecord("t1", "b", "llm", "m", 1.75)
     assert run.start_node(b, 1.25, own) is own and run.records[1] is own and own.queued_s is None  # as given
@@ -126,9 +131,12 @@ def test_rows_of_an_ok_task():
     rd.replica, rd.start_s, rd.first_token_s = "r2", 1.625, 2.25
     assert run.node_done(3, 2.75) == [] and run.finished
     assert run.end(2.75, "ok", None) == ("t1", "diamond", "e2e", 1.0, 1.25, 1.75, 2.0, True, "ok", None)
-    assert run.node_rows() == [ROW_A, ROW_B, ROW_C,
-                               ("t1", "d", "llm", "m", "r2", None, None, None, 0.125, 3.0, 1.5, 1.625, 2.25, 2.75,
-                                40, 8, "ok")]
+    assert run.node_rows() == [
+        ROW_A,
+        ROW_B,
+        ROW_C,
+        ("t1", "d", "llm", "m", "r2", None, None, None, 0.125, 3.0, 1.5, 1.625, 2.25, 2.75, 40, 8, "ok"),
+    ]
     assert all(len(r) == len(NODES) for r in run.node_rows())
 
 
@@ -138,10 +146,37 @@ def test_rows_of_a_failed_task():
     rd = walked_to_d(run)
     rd.first_token_s = 2.0
     assert run.end(2.125, "failed", "node d: HTTP 500: boom") == (
-        "t1", "diamond", "e2e", 1.0, 1.0, None, 2.0, False, "failed", "node d: HTTP 500: boom")
+        "t1",
+        "diamond",
+        "e2e",
+        1.0,
+        1.0,
+        None,
+        2.0,
+        False,
+        "failed",
+        "node d: HTTP 500: boom",
+    )
     assert run.node_rows()[:3] == [ROW_A, ROW_B, ROW_C]
-    assert run.node_rows()[3] == ("t1", "d", "llm", "m", None, None, None, None, None, 3.0, 1.5, None, 2.0, None,
-                                  40, 8, "failed")
+    assert run.node_rows()[3] == (
+        "t1",
+        "d",
+        "llm",
+        "m",
+        None,
+        None,
+        None,
+        None,
+        None,
+        3.0,
+        1.5,
+        None,
+        2.0,
+        None,
+        40,
+        8,
+        "failed",
+    )
 
 
 def test_rows_of_a_timed_out_task():
@@ -155,10 +190,23 @@ def test_rows_of_a_timed_out_task():
     rb.first_token_s = 1.5
     run.start_node(c, 1.125)
     assert run.end(9.0, "timeout", "not finished 5 s after the last arrival") == (
-        "t1", "diamond", "e2e", 1.0, None, None, 2.0, False, "timeout", "not finished 5 s after the last arrival")
+        "t1",
+        "diamond",
+        "e2e",
+        1.0,
+        None,
+        None,
+        2.0,
+        False,
+        "timeout",
+        "not finished 5 s after the last arrival",
+    )
     rows = run.node_rows()
-    assert [(r[1], r[12], r[13], r[-1]) for r in rows] == [("a", None, 1.125, "ok"), ("b", 1.5, None, "timeout"),
-                                                            ("c", None, None, "timeout")]
+    assert [(r[1], r[12], r[13], r[-1]) for r in rows] == [
+        ("a", None, 1.125, "ok"),
+        ("b", 1.5, None, "timeout"),
+        ("c", None, None, "timeout"),
+    ]
 
     run = TaskRun("t2", TaskPlan("generation", default_task_types()["generation"], "m"), 1.0, 40, 8, 2.0, [3.0])
     rec = run.start_node(run.sources()[0], 1.0)
@@ -176,8 +224,9 @@ def test_met_at_the_edge_of_the_sla():
     assert met("failed", 1.0, 2.0) is False and met("ok", None, 2.0) is False
 
     def ended_at(end: float) -> tuple:
-        run = TaskRun("t3", TaskPlan("summarization", default_task_types()["summarization"], "m"),
-                      1.0, 40, 8, 2.0, [3.0])
+        run = TaskRun(
+            "t3", TaskPlan("summarization", default_task_types()["summarization"], "m"), 1.0, 40, 8, 2.0, [3.0]
+        )
         run.start_node(run.sources()[0], 1.0).first_token_s = 1.25
         run.node_done(0, end)
         return run.end(end, "ok", None)
@@ -233,8 +282,16 @@ def test_walk_runs_each_node_after_its_predecessors_and_cancels_on_failure():
         return log, [r[-1] for r in run.node_rows()], out
 
     log, _, end = asyncio.run(go(None, {"a": 0.01, "b": 0.03, "c": 0.01, "d": 0.01}))
-    assert log == [("start", "a"), ("end", "a"), ("start", "b"), ("start", "c"), ("end", "c"), ("end", "b"),
-                   ("start", "d"), ("end", "d")]
+    assert log == [
+        ("start", "a"),
+        ("end", "a"),
+        ("start", "b"),
+        ("start", "c"),
+        ("end", "c"),
+        ("end", "b"),
+        ("start", "d"),
+        ("end", "d"),
+    ]
     assert end == 2.0  # the latest end, whatever the order of completion
     log, statuses, err = asyncio.run(go("c", {"a": 0.01, "b": 0.5, "c": 0.01, "d": 0.01}))
     assert str(err) == "c broke"

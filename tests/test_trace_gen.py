@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from cato_core.errors import InputError
 from cato_core.tasks import default_task_types
 from cato_traces.files import read_trace
-from cato_traces.prompts import TOKEN_MEANS, estimate_tokens, load_pools
 from cato_traces.generate import LENGTHS, Z99, Dist, fit_lognormal, generate_trace, sample_lengths, save_trace
+from cato_traces.prompts import TOKEN_MEANS, estimate_tokens, load_pools
 
 MIX = {"completion": 1, "generation": 1, "summarization": 1, "translation": 1}
 

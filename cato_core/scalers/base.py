@@ -22,9 +22,7 @@ class Scaler(Protocol):
 
     def on_routed(self, r: LLMRequest, priority: int, now: float) -> None: ...
 
-    def decide(
-        self, now: float, replicas: Sequence[ReplicaState], free: int, pending: int
-    ) -> ScaleDecision:
+    def decide(self, now: float, replicas: Sequence[ReplicaState], free: int, pending: int) -> ScaleDecision:
         """``replicas``: the model's replicas not yet released (starting, ready, draining);
         ``free``: how many more replicas of the model fit on free accelerators;
         ``pending``: requests the router holds back (no replica had room)."""

@@ -31,16 +31,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from cato_live import headers as H
+from cato_live.deploy import Deploy
+from cato_live.error_text import describe, excerpt
 from cato_live.gateway.api_error import ApiError
 from cato_live.gateway.call_spec import parse_call
-from cato_live.deploy import Deploy
-from cato_live.gateway.live_pool import Call
-from cato_live.error_text import describe, excerpt
 from cato_live.gateway.forward import StreamBroken, Upstream, open_call
-from cato_live.provisioners.base import Provisioner
-from cato_live.provisioners.registry import make_provisioner
+from cato_live.gateway.live_pool import Call
 from cato_live.gateway.state import GatewayState
 from cato_live.gateway.tasks_endpoint import parse_task, run_task
+from cato_live.provisioners.base import Provisioner
+from cato_live.provisioners.registry import make_provisioner
 
 DONE_TAIL = 32  # bytes kept to see an OpenAI stream's closing "data: [DONE]"
 PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
@@ -55,8 +55,7 @@ class Gateway(GatewayState):
             return
         given = request.headers.get("authorization", "").encode()
         if not hmac.compare_digest(given, self._auth):
-            raise ApiError(401, "missing or wrong bearer token (Authorization: Bearer <token>)",
-                           "authentication_error")
+            raise ApiError(401, "missing or wrong bearer token (Authorization: Bearer <token>)", "authentication_error")
 
     async def read_json(self, request: Request) -> Any:
         limit = self.deploy.max_body_bytes
@@ -86,9 +85,20 @@ class Gateway(GatewayState):
         body = await self.read_json(request)
         now = self.fleet.now()
         spec = parse_call(kind, body, request.headers, self.deploy, self.plans, self.profiles, now)
-        call = self.new_call(spec.model, spec.task_id, spec.plan.name, spec.node, spec.prompt_tokens,
-                             spec.output_tokens, spec.deadline_s, spec.sla_s, spec.body, PATHS[kind], spec.stream,
-                             now)
+        call = self.new_call(
+            spec.model,
+            spec.task_id,
+            spec.plan.name,
+            spec.node,
+            spec.prompt_tokens,
+            spec.output_tokens,
+            spec.deadline_s,
+            spec.sla_s,
+            spec.body,
+            PATHS[kind],
+            spec.stream,
+            now,
+        )
         try:
             up = await open_call(self.fleet, self.fleet.pools[spec.model], call, self.deploy)
         except ApiError as e:
@@ -103,8 +113,12 @@ class Gateway(GatewayState):
         headers = {H.REPLICA: up.replica.id, H.PRIORITY: str(call.r.priority), H.TASK_ID: call.record.task_id}
         media, status = up.content_type, up.status
         if up.rest is None:
-            self.end_call(call, up.replica, "ok" if status < 400 else "rejected",
-                          None if status < 400 else excerpt(up.first.decode("utf-8", "replace")))
+            self.end_call(
+                call,
+                up.replica,
+                "ok" if status < 400 else "rejected",
+                None if status < 400 else excerpt(up.first.decode("utf-8", "replace")),
+            )
             return Response(up.first, status, headers, media)
         return StreamingResponse(self._relay(call, up), status, headers, media)
 
@@ -151,8 +165,7 @@ def _error_response(request: Request, exc: Exception) -> Response:
     return JSONResponse(ApiError(500, f"internal error ({type(exc).__name__})", "internal_error").payload(), 500)
 
 
-def create_app(deploy: Deploy, provisioner: Provisioner | None = None,
-               gateway: Gateway | None = None) -> FastAPI:
+def create_app(deploy: Deploy, provisioner: Provisioner | None = None, gateway: Gateway | None = None) -> FastAPI:
     """The gateway as an ASGI app. Its lifespan starts the replicas (unless ``gateway`` was
     started already, as the CLI does) and stops them on shutdown."""
     gw = gateway or Gateway(deploy, provisioner or make_provisioner(deploy))
@@ -184,8 +197,9 @@ def create_app(deploy: Deploy, provisioner: Provisioner | None = None,
 
     async def models(request: Request) -> Response:
         gw.check_auth(request)
-        return JSONResponse({"object": "list", "data": [
-            {"id": m, "object": "model", "owned_by": "cato"} for m in deploy.models]})
+        return JSONResponse(
+            {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "cato"} for m in deploy.models]}
+        )
 
     async def replicas(request: Request) -> Response:
         gw.check_auth(request)
@@ -206,10 +220,14 @@ def create_app(deploy: Deploy, provisioner: Provisioner | None = None,
         return gw.health()
 
     for path, endpoint, method in (
-        ("/v1/completions", completions, "POST"), ("/v1/chat/completions", chat, "POST"),
-        ("/v1/tasks", tasks, "POST"), ("/v1/models", models, "GET"),
-        ("/v1/cato/replicas", replicas, "GET"), ("/v1/cato/nodes", nodes, "GET"),
-        ("/metrics", metrics, "GET"), ("/health", health, "GET"),
+        ("/v1/completions", completions, "POST"),
+        ("/v1/chat/completions", chat, "POST"),
+        ("/v1/tasks", tasks, "POST"),
+        ("/v1/models", models, "GET"),
+        ("/v1/cato/replicas", replicas, "GET"),
+        ("/v1/cato/nodes", nodes, "GET"),
+        ("/metrics", metrics, "GET"),
+        ("/health", health, "GET"),
     ):
         app.add_route(path, endpoint, methods=[method])
     return app

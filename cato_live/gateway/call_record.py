@@ -14,9 +14,32 @@ from dataclasses import dataclass, field
 from cato_core.node_record import NodeRecord
 
 # GET /v1/cato/nodes: a record's keys, in this order.
-JSON_KEYS = ("task_id", "task_type", "node", "kind", "model", "deadline_s", "sla_s", "arrival_s", "prompt_tokens",
-             "output_tokens", "stream", "replica", "priority", "sent_priority", "slack_s", "predicted_wait_s",
-             "queued_s", "start_s", "first_token_s", "end_s", "status", "error", "attempts", "wait_s")
+JSON_KEYS = (
+    "task_id",
+    "task_type",
+    "node",
+    "kind",
+    "model",
+    "deadline_s",
+    "sla_s",
+    "arrival_s",
+    "prompt_tokens",
+    "output_tokens",
+    "stream",
+    "replica",
+    "priority",
+    "sent_priority",
+    "slack_s",
+    "predicted_wait_s",
+    "queued_s",
+    "start_s",
+    "first_token_s",
+    "end_s",
+    "status",
+    "error",
+    "attempts",
+    "wait_s",
+)
 
 
 @dataclass(slots=True, kw_only=True)

@@ -23,8 +23,8 @@ from typing import Any
 from cato_core.profile import DeviceProfile
 from cato_core.task_plan import NodePlan, TaskPlan
 from cato_live import headers as H
-from cato_live.gateway.api_error import ApiError
 from cato_live.deploy import Deploy
+from cato_live.gateway.api_error import ApiError
 
 CATO_FIELDS = ("task", "sla_ms", "deadline_ms", "task_id", "node")
 HEADERS = {
@@ -106,9 +106,15 @@ def prompt_tokens(kind: str, body: dict, chars_per_token: float) -> int:
     return max(1, tokens + math.ceil(chars / chars_per_token))
 
 
-def parse_call(kind: str, body: Any, headers: Mapping[str, str], deploy: Deploy,
-               plans: Mapping[str, TaskPlan], profiles: Mapping[str, DeviceProfile],
-               now: float) -> CallSpec:
+def parse_call(
+    kind: str,
+    body: Any,
+    headers: Mapping[str, str],
+    deploy: Deploy,
+    plans: Mapping[str, TaskPlan],
+    profiles: Mapping[str, DeviceProfile],
+    now: float,
+) -> CallSpec:
     """Check one call (``kind``: completions | chat) and resolve its deadline; ApiError if bad."""
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
@@ -116,21 +122,18 @@ def parse_call(kind: str, body: Any, headers: Mapping[str, str], deploy: Deploy,
     if not isinstance(model, str):
         raise ApiError(400, "model: a string")
     if model not in deploy.models:
-        raise ApiError(404, f"model {model!r} is not served here; models: {sorted(deploy.models)}",
-                       "not_found_error")
+        raise ApiError(404, f"model {model!r} is not served here; models: {sorted(deploy.models)}", "not_found_error")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise ApiError(400, "stream: true or false")
     max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
-    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)
-                                   or max_tokens < 1):
+    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
         raise ApiError(400, f"max_tokens: a whole number >= 1, got {max_tokens!r}")
     output = max_tokens or deploy.default_max_tokens
     fields = _cato_fields(body, headers)
     task = fields["task"] or deploy.default_task_type
     if task is None:
-        raise ApiError(400, "no task type: send the X-CATO-Task header or cato.task "
-                            f"(one of {sorted(plans)})")
+        raise ApiError(400, f"no task type: send the X-CATO-Task header or cato.task (one of {sorted(plans)})")
     plan = plans.get(task) if isinstance(task, str) else None
     if plan is None:
         raise ApiError(400, f"unknown task type {task!r}; expected one of {sorted(plans)}")
@@ -148,7 +151,11 @@ def parse_call(kind: str, body: Any, headers: Mapping[str, str], deploy: Deploy,
         raise ApiError(400, "task_id: a string")
     prompt = prompt_tokens(kind, body, deploy.chars_per_token)
     deadline, sla = plan.call_deadline(
-        node, profiles, prompt, output, now,
+        node,
+        profiles,
+        prompt,
+        output,
+        now,
         sla_ms / 1000.0 if sla_ms is not None else None,
         deadline_ms / 1000.0 if deadline_ms is not None else None,
     )

@@ -19,8 +19,8 @@ from cato_core.scalers import make_scaler
 from cato_live.deploy import Deploy
 from cato_live.gateway.live_pool import LivePool, LiveReplica
 from cato_live.gateway.prometheus import GatewayMetrics
-from cato_live.provisioners.base import Provisioner
 from cato_live.gateway.replica_client import replica_session
+from cato_live.provisioners.base import Provisioner
 
 log = logging.getLogger("cato_live.gateway.fleet")
 
@@ -36,11 +36,18 @@ class Fleet:
         self.deploy, self.provisioner, self._clock = deploy, provisioner, clock
         self.t0 = clock()
         self.router = make_router(deploy.router, deploy.router_params, seed=deploy.seed)
-        self.metrics = GatewayMetrics(lambda: self.pools.values())
+        self.metrics = GatewayMetrics(lambda: self.pools.values())  # noqa: PLW0108 -- self.pools is bound below
         self.pools = {
-            m: LivePool(m, deploy.profile(m), spec.max_num_seqs, self.router,
-                        make_scaler(deploy.scaler, deploy.scaler_params), self.now, self.metrics,
-                        on_released=self._stop_later)
+            m: LivePool(
+                m,
+                deploy.profile(m),
+                spec.max_num_seqs,
+                self.router,
+                make_scaler(deploy.scaler, deploy.scaler_params),
+                self.now,
+                self.metrics,
+                on_released=self._stop_later,
+            )
             for m, spec in deploy.models.items()
         }
         self._numbers = dict.fromkeys(deploy.models, 0)
@@ -54,8 +61,11 @@ class Fleet:
     async def start(self) -> None:
         """Start every model's initial replicas and wait for them; then run the scalers."""
         self.started = True
-        starts = [self._start(pool, pool.new_replica(self._next_id(m)))
-                  for m, pool in self.pools.items() for _ in range(self.deploy.models[m].replicas)]
+        starts = [
+            self._start(pool, pool.new_replica(self._next_id(m)))
+            for m, pool in self.pools.items()
+            for _ in range(self.deploy.models[m].replicas)
+        ]
         results = await asyncio.gather(*starts)
         failed = [rep for ok, rep in results if not ok]
         if failed:
@@ -112,8 +122,7 @@ class Fleet:
             self._stop_later(rep)
             return True, rep
         pool.mark_ready(rep, handle, replica_session(self.deploy.models[pool.model]))
-        log.info("replica %s ready at %s after %.1f s", rep.id, handle.base_url,
-                 rep.state.ready_s - rep.state.asked_s)
+        log.info("replica %s ready at %s after %.1f s", rep.id, handle.base_url, rep.state.ready_s - rep.state.asked_s)
         return True, rep
 
     def _stop_later(self, rep: LiveReplica) -> None:

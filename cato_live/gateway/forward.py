@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from cato_live.gateway.api_error import ApiError
 from cato_live.deploy import Deploy
-from cato_live.gateway.live_pool import Call, LivePool, LiveReplica
 from cato_live.error_text import describe, excerpt
+from cato_live.gateway.api_error import ApiError
 from cato_live.gateway.fleet import Fleet
+from cato_live.gateway.live_pool import Call, LivePool, LiveReplica
 
 JSON_HEADERS = {"content-type": "application/json"}
 
@@ -78,8 +78,9 @@ async def _rest(rep: LiveReplica, response: aiohttp.ClientResponse) -> AsyncIter
         async for chunk in response.content.iter_any():
             yield chunk
     except aiohttp.ClientError as e:
-        raise StreamBroken(f"replica {rep.id} failed mid-stream ({describe(e)})",
-                           isinstance(e, aiohttp.ServerTimeoutError)) from None
+        raise StreamBroken(
+            f"replica {rep.id} failed mid-stream ({describe(e)})", isinstance(e, aiohttp.ServerTimeoutError)
+        ) from None
 
 
 async def _wait_grant(call: Call, pool: LivePool) -> LiveReplica:
@@ -89,8 +90,12 @@ async def _wait_grant(call: Call, pool: LivePool) -> LiveReplica:
             return await call.granted
     except TimeoutError:
         _abandon(call, pool)
-        raise ApiError(504, f"no replica of {pool.model!r} took the call within its request timeout "
-                            f"({call.last_error or 'all busy or starting'})", "timeout_error") from None
+        raise ApiError(
+            504,
+            f"no replica of {pool.model!r} took the call within its request timeout "
+            f"({call.last_error or 'all busy or starting'})",
+            "timeout_error",
+        ) from None
     except asyncio.CancelledError:  # the client went away while the call waited
         _abandon(call, pool)
         raise
@@ -109,8 +114,7 @@ async def _attempt(rep: LiveReplica, call: Call, content: bytes, remaining: floa
         async with asyncio.timeout(max(remaining, 0.0)):
             return await _send(rep, call, content)
     except TimeoutError:  # the call's own request timeout (the replica's are ClientErrors)
-        raise _AttemptFailed(f"replica {rep.id} sent nothing within the call's request timeout",
-                             timeout=True) from None
+        raise _AttemptFailed(f"replica {rep.id} sent nothing within the call's request timeout", timeout=True) from None
 
 
 async def _send(rep: LiveReplica, call: Call, content: bytes) -> Upstream:
@@ -135,8 +139,7 @@ async def _send(rep: LiveReplica, call: Call, content: bytes) -> Upstream:
     try:
         if response.status >= 500:
             text = (await response.read()).decode("utf-8", "replace")
-            raise _AttemptFailed(f"replica {rep.id} answered HTTP {response.status}: "
-                                 f"{excerpt(text)}")
+            raise _AttemptFailed(f"replica {rep.id} answered HTTP {response.status}: {excerpt(text)}")
         media = response.headers.get("content-type")
         if not call.stream or response.status >= 400:
             body = await response.read()
@@ -187,7 +190,10 @@ async def open_call(fleet: Fleet, pool: LivePool, call: Call, deploy: Deploy) ->
             why_not = f"its deadline passed {now - call.r.deadline_s:.3f} s ago"
         if why_not is not None:
             status = 504 if failure.timeout else 502
-            raise ApiError(status, f"{failure.reason}; not retried: {why_not}",
-                           "timeout_error" if failure.timeout else "upstream_error")
+            raise ApiError(
+                status,
+                f"{failure.reason}; not retried: {why_not}",
+                "timeout_error" if failure.timeout else "upstream_error",
+            )
         pool.metrics.retry(pool.model)
         call.new_attempt(rep.id, failure.reason)

@@ -35,8 +35,9 @@ class Call:
 
     __slots__ = ("r", "body", "path", "stream", "record", "give_up_s", "granted", "last_error")
 
-    def __init__(self, r: LLMRequest, body: dict[str, Any], path: str, stream: bool,
-                 record: CallRecord, give_up_s: float):
+    def __init__(
+        self, r: LLMRequest, body: dict[str, Any], path: str, stream: bool, record: CallRecord, give_up_s: float
+    ):
         self.r, self.body, self.path, self.stream = r, body, path, stream
         self.record, self.give_up_s = record, give_up_s
         self.granted: asyncio.Future[LiveReplica] = asyncio.get_running_loop().create_future()
@@ -81,11 +82,17 @@ class LiveReplica:
         busy = self.busy_s + (now - self._busy_since if self._busy_since is not None else 0.0)
         h, s = self.handle, self.state
         return {
-            "replica_id": self.id, "model": s.model, "machine": h.machine if h else 0,
-            "asked_s": s.asked_s, "ready_s": s.ready_s, "released_s": s.released_s,
-            "busy_s": busy, "requests": s.requests,
+            "replica_id": self.id,
+            "model": s.model,
+            "machine": h.machine if h else 0,
+            "asked_s": s.asked_s,
+            "ready_s": s.ready_s,
+            "released_s": s.released_s,
+            "busy_s": busy,
+            "requests": s.requests,
             "state": "failed" if self.failed else s.state,
-            "url": h.base_url if h else None, "error": self.failed,
+            "url": h.base_url if h else None,
+            "error": self.failed,
             "meta": dict(h.meta) if h else {},
         }
 
@@ -93,13 +100,30 @@ class LiveReplica:
 class LivePool:
     """The replicas of one model, the calls held back from them, and their slots."""
 
-    def __init__(self, model: str, profile: DeviceProfile, max_num_seqs: int, router: Router,
-                 scaler: Scaler, clock: Callable[[], float], metrics=None,
-                 on_released: Callable[[LiveReplica], None] | None = None):
+    def __init__(
+        self,
+        model: str,
+        profile: DeviceProfile,
+        max_num_seqs: int,
+        router: Router,
+        scaler: Scaler,
+        clock: Callable[[], float],
+        metrics=None,
+        on_released: Callable[[LiveReplica], None] | None = None,
+    ):
         self.model, self.max_num_seqs, self.clock, self.metrics = model, max_num_seqs, clock, metrics
         self._on_released = on_released or (lambda rep: None)
-        self.core = ModelPool(model, profile, max_num_seqs, router, scaler, call_later=self._call_later,
-                              dispatch=self._dispatch, reject=self._reject, on_released=self._released)
+        self.core = ModelPool(
+            model,
+            profile,
+            max_num_seqs,
+            router,
+            scaler,
+            call_later=self._call_later,
+            dispatch=self._dispatch,
+            reject=self._reject,
+            on_released=self._released,
+        )
         self.live: dict[str, LiveReplica] = {}  # every replica ever asked for, by id
 
     @property
@@ -134,11 +158,11 @@ class LivePool:
     def _reject(self, r: LLMRequest) -> None:
         call: Call = r.ref
         if r.avoid:
-            call.reject(ApiError(502, f"{call.last_error}; no other replica of {self.model!r} to retry on",
-                                 "upstream_error"))
+            call.reject(
+                ApiError(502, f"{call.last_error}; no other replica of {self.model!r} to retry on", "upstream_error")
+            )
         else:
-            call.reject(ApiError(503, f"no replica of model {self.model!r} is ready or starting",
-                                 "unavailable_error"))
+            call.reject(ApiError(503, f"no replica of model {self.model!r} is ready or starting", "unavailable_error"))
 
     def _released(self, k: ReplicaState) -> None:
         rep = self.live[k.id]

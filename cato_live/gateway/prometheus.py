@@ -30,14 +30,18 @@ class _PoolCollector:
         self._pools = pools
 
     def collect(self):
-        queue = GaugeMetricFamily("cato_queue_length", "Calls queued in the gateway for a replica",
-                                  labels=["model", "replica"])
-        running = GaugeMetricFamily("cato_replica_in_flight", "Calls a replica is serving now",
-                                    labels=["model", "replica"])
-        in_flight = GaugeMetricFamily("cato_in_flight", "Calls in the gateway: held, queued or at a replica",
-                                      labels=["model"])
-        pending = GaugeMetricFamily("cato_pending", "Calls held back: no replica ready, or the router's retry",
-                                    labels=["model"])
+        queue = GaugeMetricFamily(
+            "cato_queue_length", "Calls queued in the gateway for a replica", labels=["model", "replica"]
+        )
+        running = GaugeMetricFamily(
+            "cato_replica_in_flight", "Calls a replica is serving now", labels=["model", "replica"]
+        )
+        in_flight = GaugeMetricFamily(
+            "cato_in_flight", "Calls in the gateway: held, queued or at a replica", labels=["model"]
+        )
+        pending = GaugeMetricFamily(
+            "cato_pending", "Calls held back: no replica ready, or the router's retry", labels=["model"]
+        )
         replicas = GaugeMetricFamily("cato_replicas", "Replicas by state", labels=["model", "state"])
         for pool in self._pools():
             for rep in pool.replicas:
@@ -57,16 +61,25 @@ class GatewayMetrics:
     def __init__(self, pools: Callable[[], Iterable[LivePool]]):
         self.registry = CollectorRegistry()
         r = self.registry
-        self._routed = Counter("cato_requests_routed", "Calls routed to a replica, by priority "
-                               "(0 violated, 1 at risk, 2 on time)", ["model", "priority"], registry=r)
-        self._violations = Counter("cato_slack_violations", "Calls that missed their node deadline "
-                                   "(first token if TTFT-critical, else the end)", ["model", "task_type"],
-                                   registry=r)
-        self._failures = Counter("cato_call_failures", "Calls answered with an error by the gateway",
-                                 ["model", "status"], registry=r)
+        self._routed = Counter(
+            "cato_requests_routed",
+            "Calls routed to a replica, by priority (0 violated, 1 at risk, 2 on time)",
+            ["model", "priority"],
+            registry=r,
+        )
+        self._violations = Counter(
+            "cato_slack_violations",
+            "Calls that missed their node deadline (first token if TTFT-critical, else the end)",
+            ["model", "task_type"],
+            registry=r,
+        )
+        self._failures = Counter(
+            "cato_call_failures", "Calls answered with an error by the gateway", ["model", "status"], registry=r
+        )
         self._retries = Counter("cato_retries", "Attempts retried on another replica", ["model"], registry=r)
-        self._replica_failures = Counter("cato_replica_failures", "Replicas taken out of routing as dead",
-                                         ["model"], registry=r)
+        self._replica_failures = Counter(
+            "cato_replica_failures", "Replicas taken out of routing as dead", ["model"], registry=r
+        )
         r.register(_PoolCollector(pools))
         self._children: dict[tuple, object] = {}  # labelled children, looked up once
 

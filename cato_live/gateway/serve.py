@@ -57,8 +57,16 @@ async def _main(deploy: Deploy, provisioner: Provisioner, log_level: str, access
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     gw = Gateway(deploy, provisioner)
-    server = _Server(uvicorn.Config(create_app(deploy, gateway=gw), host=deploy.host, port=deploy.port,
-                                    log_level=log_level, access_log=access_log, lifespan="on"))
+    server = _Server(
+        uvicorn.Config(
+            create_app(deploy, gateway=gw),
+            host=deploy.host,
+            port=deploy.port,
+            log_level=log_level,
+            access_log=access_log,
+            lifespan="on",
+        )
+    )
     serving = closing = False
 
     def on_signal() -> None:

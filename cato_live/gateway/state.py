@@ -39,18 +39,50 @@ class GatewayState:
     def next_seq(self) -> int:
         return next(self._seq)
 
-    def new_call(self, model: str, task_id: str | None, task_type: str, node: NodePlan, prompt_tokens: int,
-                 output_tokens: int, deadline_s: float, sla_s: float, body: dict, path: str,
-                 stream: bool, now: float | None = None) -> Call:
+    def new_call(
+        self,
+        model: str,
+        task_id: str | None,
+        task_type: str,
+        node: NodePlan,
+        prompt_tokens: int,
+        output_tokens: int,
+        deadline_s: float,
+        sla_s: float,
+        body: dict,
+        path: str,
+        stream: bool,
+        now: float | None = None,
+    ) -> Call:
         """A call received at ``now`` (default: now), recorded from the start."""
         now = self.fleet.now() if now is None else now
         seq = self.next_seq()
         task_id = task_id or f"call-{seq}"
-        rec = CallRecord(task_id, node.name, "llm", model, deadline_s, prompt_tokens=prompt_tokens,
-                         output_tokens=output_tokens, task_type=task_type, sla_s=sla_s, arrival_s=now, stream=stream)
+        rec = CallRecord(
+            task_id,
+            node.name,
+            "llm",
+            model,
+            deadline_s,
+            prompt_tokens=prompt_tokens,
+            output_tokens=output_tokens,
+            task_type=task_type,
+            sla_s=sla_s,
+            arrival_s=now,
+            stream=stream,
+        )
         self.records.append(rec)
-        r = LLMRequest(f"{task_id}/{node.name}", task_id, model, prompt_tokens, output_tokens, now,
-                       deadline_s, ttft_only=node.ttft_only, seq=seq)
+        r = LLMRequest(
+            f"{task_id}/{node.name}",
+            task_id,
+            model,
+            prompt_tokens,
+            output_tokens,
+            now,
+            deadline_s,
+            ttft_only=node.ttft_only,
+            seq=seq,
+        )
         r.record = rec
         call = Call(r, body, path, stream, rec, now + self.deploy.models[model].request_timeout_s)
         r.ref = call
@@ -67,4 +99,3 @@ class GatewayState:
                 self.fleet.metrics.violation(call.r.model, rec.task_type)
         elif status != "rejected":
             self.fleet.metrics.failure(call.r.model, status)
-

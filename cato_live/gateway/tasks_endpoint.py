@@ -63,8 +63,9 @@ def parse_task(raw: Any, gw: Gateway) -> TaskBody:
     if body.task not in gw.plans:
         raise ApiError(400, f"unknown task type {body.task!r}; expected one of {sorted(gw.plans)}")
     if body.model is not None and body.model not in gw.deploy.models:
-        raise ApiError(404, f"model {body.model!r} is not served here; models: {sorted(gw.deploy.models)}",
-                       "not_found_error")
+        raise ApiError(
+            404, f"model {body.model!r} is not served here; models: {sorted(gw.deploy.models)}", "not_found_error"
+        )
     clash = sorted(RESERVED & set(body.sampling))
     if clash:
         raise ApiError(400, f"sampling: {clash} are set by the gateway")
@@ -83,8 +84,15 @@ async def run_task(gw: Gateway, body: TaskBody) -> tuple[int, dict]:
         prompt = body.prompt
     model_of = {n.index: body.model or n.model for n in plan.nodes if n.kind == "llm"}
     profiles = {n.model: gw.profiles[model_of[n.index]] for n in plan.nodes if n.kind == "llm"}
-    run = TaskRun.from_profiles(task_id, plan, arrival, prompt_tokens, body.max_tokens, profiles,
-                                body.sla_ms / 1000.0 if body.sla_ms is not None else None)
+    run = TaskRun.from_profiles(
+        task_id,
+        plan,
+        arrival,
+        prompt_tokens,
+        body.max_tokens,
+        profiles,
+        body.sla_ms / 1000.0 if body.sla_ms is not None else None,
+    )
     texts: dict[int, dict] = {}
 
     async def run_node(n: NodePlan) -> float:
@@ -92,8 +100,18 @@ async def run_task(gw: Gateway, body: TaskBody) -> tuple[int, dict]:
             texts[n.index] = await _llm_node(gw, run, n, model_of[n.index], prompt, body)
             return run.records[n.index].end_s
         now = gw.fleet.now()
-        rec = CallRecord(task_id, n.name, "tool", None, run.deadlines[n.index], queued_s=now, start_s=now,
-                         task_type=plan.name, sla_s=run.sla_s, arrival_s=now)
+        rec = CallRecord(
+            task_id,
+            n.name,
+            "tool",
+            None,
+            run.deadlines[n.index],
+            queued_s=now,
+            start_s=now,
+            task_type=plan.name,
+            sla_s=run.sla_s,
+            arrival_s=now,
+        )
         gw.records.append(run.start_node(n, now, rec))
         await asyncio.sleep(n.tool_s)
         return gw.fleet.now()
@@ -121,10 +139,27 @@ async def run_task(gw: Gateway, body: TaskBody) -> tuple[int, dict]:
 
 async def _llm_node(gw: Gateway, run: TaskRun, n: NodePlan, model: str, prompt, body: TaskBody) -> dict:
     """Node ``n`` as one streamed call: its text and usage; ApiError if it fails."""
-    payload = {**body.sampling, "model": gw.deploy.served_name(model), "prompt": prompt,
-               "max_tokens": body.max_tokens, "stream": True, "stream_options": {"include_usage": True}}
-    call = gw.new_call(model, run.task_id, run.plan.name, n, run.prompt_tokens, body.max_tokens,
-                       run.deadlines[n.index], run.sla_s, payload, "/v1/completions", stream=True)
+    payload = {
+        **body.sampling,
+        "model": gw.deploy.served_name(model),
+        "prompt": prompt,
+        "max_tokens": body.max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    call = gw.new_call(
+        model,
+        run.task_id,
+        run.plan.name,
+        n,
+        run.prompt_tokens,
+        body.max_tokens,
+        run.deadlines[n.index],
+        run.sla_s,
+        payload,
+        "/v1/completions",
+        stream=True,
+    )
     run.start_node(n, call.record.arrival_s, call.record)
     pool = gw.fleet.pools[model]
     try:
@@ -139,8 +174,7 @@ async def _llm_node(gw: Gateway, run: TaskRun, n: NodePlan, model: str, prompt, 
     try:
         if up.status >= 400:
             status, error = "rejected", excerpt(up.first.decode("utf-8", "replace"))
-            raise ApiError(502, f"node {n.name}: replica {up.replica.id} rejected the call: {error}",
-                           "upstream_error")
+            raise ApiError(502, f"node {n.name}: replica {up.replica.id} rejected the call: {error}", "upstream_error")
         text, usage = [], None
         buffer = up.first
         async for chunk in _chunks(up):
@@ -150,8 +184,9 @@ async def _llm_node(gw: Gateway, run: TaskRun, n: NodePlan, model: str, prompt, 
                 continue
             event = json.loads(line[5:])
             if "error" in event:
-                raise ApiError(502, f"node {n.name}: stream error {excerpt(json.dumps(event['error']))}",
-                               "upstream_error")
+                raise ApiError(
+                    502, f"node {n.name}: stream error {excerpt(json.dumps(event['error']))}", "upstream_error"
+                )
             for choice in event.get("choices") or ():
                 text.append(choice.get("text") or "")
             usage = event.get("usage") or usage
@@ -159,8 +194,11 @@ async def _llm_node(gw: Gateway, run: TaskRun, n: NodePlan, model: str, prompt, 
         return {"text": "".join(text), "usage": usage}
     except StreamBroken as e:
         status, error = ("timeout" if e.timeout else "failed"), e.reason
-        raise (ApiError(504, f"node {n.name}: {error}", "timeout_error") if e.timeout
-               else ApiError(502, f"node {n.name}: {error}", "upstream_error")) from None
+        raise (
+            ApiError(504, f"node {n.name}: {error}", "timeout_error")
+            if e.timeout
+            else ApiError(502, f"node {n.name}: {error}", "upstream_error")
+        ) from None
     except ApiError as e:
         if status == "cancelled":
             status, error = "failed", e.message

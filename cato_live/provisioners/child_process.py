@@ -60,8 +60,9 @@ def lists_model(name: str) -> Callable[[bytes], bool]:
 class ChildProcess:
     """One command run as a process-group leader. Not thread-safe beyond stop() ending a wait."""
 
-    def __init__(self, cmd: Sequence[str], env: Mapping[str, str] | None, log_path: str | os.PathLike,
-                 name: str = "child"):
+    def __init__(
+        self, cmd: Sequence[str], env: Mapping[str, str] | None, log_path: str | os.PathLike, name: str = "child"
+    ):
         self.cmd = [str(c) for c in cmd]
         self.env = dict(env) if env is not None else None  # None: this process's environment
         self.log_path = Path(log_path)
@@ -87,12 +88,19 @@ class ChildProcess:
             log.write(("$ " + " ".join(self.cmd) + "\n").encode())
             log.flush()
             self.started_at = time.monotonic()
-            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         env=self.env, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+            )
         return self
 
-    def wait_ready(self, url: str, timeout: float, accept: Callable[[bytes], bool] | None = None,
-                   poll_s: float = 0.5) -> float:
+    def wait_ready(
+        self, url: str, timeout: float, accept: Callable[[bytes], bool] | None = None, poll_s: float = 0.5
+    ) -> float:
         """Poll GET ``url`` until it answers 200 (and ``accept(body)``); seconds since start().
 
         ChildStartError if the process exits first or ``timeout`` passes.
@@ -103,8 +111,9 @@ class ChildProcess:
         while True:
             code = self.proc.poll()
             if code is not None:
-                raise ChildStartError(f"{self.name} exited with code {code} before it was ready; "
-                                      f"log {self.log_path}:\n{self.tail()}")
+                raise ChildStartError(
+                    f"{self.name} exited with code {code} before it was ready; log {self.log_path}:\n{self.tail()}"
+                )
             if _answers(url, accept):
                 self.ready_s = time.monotonic() - self.started_at
                 return self.ready_s

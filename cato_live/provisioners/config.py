@@ -27,8 +27,7 @@ def provisioner_config(deploy: Deploy, cls: type[C], needs_models: bool = True) 
     if needs_models:
         missing = sorted(set(deploy.models) - set(config.models))
         if missing:
-            raise InputError(deploy.source, "provisioner.models",
-                             f"an entry for every model; missing {missing}")
+            raise InputError(deploy.source, "provisioner.models", f"an entry for every model; missing {missing}")
     return config
 
 

@@ -87,9 +87,25 @@ class EmulatorSpec:
     extra_args: tuple[str, ...] = ()
 
     def command(self, python: str, host: str, port: int, served: str, profile_ref: str) -> list[str]:
-        cmd = [python, "-m", "cato_emulator", "--profile", profile_ref, "--host", host, "--port", str(port),
-               "--served-model-name", served, "--max-num-seqs", str(self.max_num_seqs),
-               "--max-num-batched-tokens", str(self.max_num_batched_tokens), "--time-scale", repr(self.time_scale)]
+        cmd = [
+            python,
+            "-m",
+            "cato_emulator",
+            "--profile",
+            profile_ref,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--served-model-name",
+            served,
+            "--max-num-seqs",
+            str(self.max_num_seqs),
+            "--max-num-batched-tokens",
+            str(self.max_num_batched_tokens),
+            "--time-scale",
+            repr(self.time_scale),
+        ]
         if not self.chunked_prefill:
             cmd.append("--no-chunked-prefill")
         if self.kv_capacity_tokens is not None:
@@ -110,9 +126,14 @@ class EmulatorProvisioner:
 
     kind = "emulator"
 
-    def __init__(self, deploy: Any = None, *, models: Mapping[str, EmulatorSpec | Mapping] | None = None,
-                 options: Mapping[str, Any] | EmulatorOptions | None = None,
-                 env: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        deploy: Any = None,
+        *,
+        models: Mapping[str, EmulatorSpec | Mapping] | None = None,
+        options: Mapping[str, Any] | EmulatorOptions | None = None,
+        env: Mapping[str, str] | None = None,
+    ):
         """From a checked Deploy (as cato_live.provisioners.registry does), or from ``models``
         (model -> EmulatorSpec) and ``options`` (EmulatorOptions fields) directly."""
         if deploy is not None:
@@ -122,13 +143,19 @@ class EmulatorProvisioner:
                 err = e.errors()[0]
                 field = "provisioner." + ".".join(str(x) for x in err["loc"])
                 raise InputError(deploy.source, field, err["msg"]) from None
-            models = {m: EmulatorSpec(profile=deploy.profile(m), served_model_name=deploy.served_name(m),
-                                      max_num_seqs=spec.max_num_seqs,
-                                      max_num_batched_tokens=opts.max_num_batched_tokens,
-                                      chunked_prefill=opts.chunked_prefill,
-                                      kv_capacity_tokens=opts.kv_capacity_tokens, max_model_len=opts.max_model_len,
-                                      time_scale=opts.time_scale)
-                      for m, spec in deploy.models.items()}
+            models = {
+                m: EmulatorSpec(
+                    profile=deploy.profile(m),
+                    served_model_name=deploy.served_name(m),
+                    max_num_seqs=spec.max_num_seqs,
+                    max_num_batched_tokens=opts.max_num_batched_tokens,
+                    chunked_prefill=opts.chunked_prefill,
+                    kv_capacity_tokens=opts.kv_capacity_tokens,
+                    max_model_len=opts.max_model_len,
+                    time_scale=opts.time_scale,
+                )
+                for m, spec in deploy.models.items()
+            }
         else:
             opts = options if isinstance(options, EmulatorOptions) else EmulatorOptions(**(options or {}))
         self.specs = {m: s if isinstance(s, EmulatorSpec) else EmulatorSpec(**s) for m, s in (models or {}).items()}
@@ -174,8 +201,9 @@ class EmulatorProvisioner:
     async def close(self) -> None:
         """Stop every emulator this provisioner started (idempotent)."""
         entries, self.procs = list(self.procs.values()), {}
-        await asyncio.gather(*(asyncio.to_thread(child.stop, STOP_GRACE_S) for child, _ in entries),
-                             return_exceptions=True)
+        await asyncio.gather(
+            *(asyncio.to_thread(child.stop, STOP_GRACE_S) for child, _ in entries), return_exceptions=True
+        )
         if self._profile_dir is not None:
             shutil.rmtree(self._profile_dir, ignore_errors=True)
             self._profile_dir = None
@@ -209,12 +237,19 @@ class EmulatorProvisioner:
         log_path = (self.log_dir or Path(tempfile.gettempdir())) / f"emulator-{replica_id}-{port}.log"
         child = ChildProcess(cmd, self._environment(), log_path, "emulator").start()
         url = f"http://{self.host}:{port}"
-        handle = ReplicaHandle(replica_id, model, served, url, 0,
-                               {"pid": child.pid, "port": port, "log_path": str(log_path), "profile": profile_ref})
+        handle = ReplicaHandle(
+            replica_id,
+            model,
+            served,
+            url,
+            0,
+            {"pid": child.pid, "port": port, "log_path": str(log_path), "profile": profile_ref},
+        )
         self.procs[replica_id] = (child, handle)  # from now on, close() stops it too
         try:
-            handle.meta["ready_s"] = await asyncio.to_thread(child.wait_ready, url + "/v1/models",
-                                                             self.ready_timeout_s, lists_model(served), 0.1)
+            handle.meta["ready_s"] = await asyncio.to_thread(
+                child.wait_ready, url + "/v1/models", self.ready_timeout_s, lists_model(served), 0.1
+            )
         except BaseException:
             self.procs.pop(replica_id, None)
             await asyncio.to_thread(child.stop, STOP_GRACE_S)

@@ -36,8 +36,7 @@ from cato_live.provisioners.base import ReplicaHandle
 from cato_live.provisioners.config import expand, provisioner_config
 from cato_live.provisioners.vllm_process import VllmServer
 
-DEVICE_ENV = {"cuda": "CUDA_VISIBLE_DEVICES", "ascend": "ASCEND_RT_VISIBLE_DEVICES",
-              "cpu": "VLLM_CPU_OMP_THREADS_BIND"}
+DEVICE_ENV = {"cuda": "CUDA_VISIBLE_DEVICES", "ascend": "ASCEND_RT_VISIBLE_DEVICES", "cpu": "VLLM_CPU_OMP_THREADS_BIND"}
 
 
 class ProcessModel(BaseModel):
@@ -92,15 +91,25 @@ class ProcessProvisioner:
         args = m.vllm_args(spec.max_num_seqs)
         env = {**c.env, **m.env, DEVICE_ENV[c.device]: ",".join(map(str, devices))}
         log = self.log_dir / f"{replica_id}.log" if self.log_dir else None
-        return VllmServer(self.python, self.paths[model], None, self.deploy.served_name(model),
-                          extra_args=args, env=env, host=c.host, max_model_len=m.max_model_len,
-                          priority_scheduling=spec.priority_scheduling, log_path=log)
+        return VllmServer(
+            self.python,
+            self.paths[model],
+            None,
+            self.deploy.served_name(model),
+            extra_args=args,
+            env=env,
+            host=c.host,
+            max_model_len=m.max_model_len,
+            priority_scheduling=spec.priority_scheduling,
+            log_path=log,
+        )
 
     async def start(self, model: str, replica_id: str) -> ReplicaHandle:
         n = self.config.devices_per_replica
         if len(self._free) < n:
-            raise RuntimeError(f"no free {self.config.device} device for {replica_id} "
-                               f"(pool {self.config.devices}, {n} per replica)")
+            raise RuntimeError(
+                f"no free {self.config.device} device for {replica_id} (pool {self.config.devices}, {n} per replica)"
+            )
         devices, self._free = self._free[:n], self._free[n:]  # taken before any await
         server = self._server(model, replica_id, devices)
         self._servers[replica_id] = (server, devices)
@@ -110,8 +119,13 @@ class ProcessProvisioner:
         except BaseException:
             await self._stop(replica_id)
             raise
-        meta = {"pid": server.pid, "device": self.config.device, "devices": devices,
-                "log": str(server.log_path), "ready_seconds": server.ready_seconds}
+        meta = {
+            "pid": server.pid,
+            "device": self.config.device,
+            "devices": devices,
+            "log": str(server.log_path),
+            "ready_seconds": server.ready_seconds,
+        }
         return ReplicaHandle(replica_id, model, server.served_name, server.url, 0, meta)
 
     async def _stop(self, replica_id: str) -> None:

@@ -70,9 +70,14 @@ class VllmActor:
         self.server = VllmServer(**self.kwargs, host=host)
         self.server.start()
         self.server.wait_ready(timeout=ready_timeout_s)
-        return {"url": self.server.url, "pid": self.server.pid, "node_ip": node_ip,
-                "node_id": ray.get_runtime_context().get_node_id(), "log": str(self.server.log_path),
-                "ready_seconds": self.server.ready_seconds}
+        return {
+            "url": self.server.url,
+            "pid": self.server.pid,
+            "node_ip": node_ip,
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "log": str(self.server.log_path),
+            "ready_seconds": self.server.ready_seconds,
+        }
 
     def stop(self) -> None:
         if self.server is not None:
@@ -88,8 +93,9 @@ class RayProvisioner:
         self.python = expand(c.python, deploy, "provisioner.python")
         self.paths = {m: expand(spec.path, deploy, f"provisioner.models.{m}.path") for m, spec in c.models.items()}
         if importlib.util.find_spec("ray") is None:
-            raise InputError(deploy.source, "provisioner.kind",
-                             "'ray' needs the ray extra installed (pip install 'cato[ray]')")
+            raise InputError(
+                deploy.source, "provisioner.kind", "'ray' needs the ray extra installed (pip install 'cato[ray]')"
+            )
         self._actors: dict[str, Any] = {}
         self._cores: dict[str, int] = {}  # replica id -> CPU core it is bound to
         self._nodes: dict[str, int] = {}  # Ray node id -> machine index
@@ -123,13 +129,27 @@ class RayProvisioner:
             self._cores[replica_id] = free[0]
             env["VLLM_CPU_OMP_THREADS_BIND"] = str(free[0])
         args = m.vllm_args(spec.max_num_seqs)
-        kwargs = {"python": self.python, "model_dir": self.paths[model], "served_name": self.deploy.served_name(model),
-                  "extra_args": args, "env": env, "max_model_len": m.max_model_len,
-                  "priority_scheduling": spec.priority_scheduling}
-        actor = ray.remote(VllmActor).options(
-            name=f"cato-{replica_id}", resources=dict(c.resources), num_cpus=c.num_cpus, num_gpus=c.num_gpus,
-            max_concurrency=2, max_restarts=0,
-        ).remote(kwargs, c.host)
+        kwargs = {
+            "python": self.python,
+            "model_dir": self.paths[model],
+            "served_name": self.deploy.served_name(model),
+            "extra_args": args,
+            "env": env,
+            "max_model_len": m.max_model_len,
+            "priority_scheduling": spec.priority_scheduling,
+        }
+        actor = (
+            ray.remote(VllmActor)
+            .options(
+                name=f"cato-{replica_id}",
+                resources=dict(c.resources),
+                num_cpus=c.num_cpus,
+                num_gpus=c.num_gpus,
+                max_concurrency=2,
+                max_restarts=0,
+            )
+            .remote(kwargs, c.host)
+        )
         self._actors[replica_id] = actor
         try:
             info = await actor.start.remote(c.ready_timeout_s)

@@ -74,12 +74,19 @@ class VllmServer:
 
     def command(self) -> list[str]:
         cmd = [
-            self.python, "-m", "vllm.entrypoints.openai.api_server",
-            "--model", self.model_dir,
-            "--served-model-name", self.served_name,
-            "--host", self.host,
-            "--port", str(self.port),
-            "--max-model-len", str(self.max_model_len),
+            self.python,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            self.model_dir,
+            "--served-model-name",
+            self.served_name,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--max-model-len",
+            str(self.max_model_len),
             "--enforce-eager",
         ]
         if self.priority_scheduling:
@@ -146,4 +153,3 @@ class VllmServer:
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"
         return f"VllmServer({self.served_name!r}, {self.url}, {state})"
-

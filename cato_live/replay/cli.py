@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -34,7 +34,6 @@ from cato_core.errors import InputError, exits_on_input_error
 
 DEFAULT_PROFILE = "codellama-7b_a100"
 EXIT_PROBLEMS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
-
 
 
 def check_target(url: str) -> str:
@@ -73,8 +72,8 @@ async def deployed_gateway(deploy, provisioner, stopped: asyncio.Event):
     that does not start, raises GatewayNotStarted."""
     import uvicorn
 
-    from cato_live.gateway.fleet import StartupError
     from cato_live.gateway.app import Gateway, create_app
+    from cato_live.gateway.fleet import StartupError
     from cato_live.provisioners.vllm_process import free_port
 
     class _Server(uvicorn.Server):
@@ -101,8 +100,11 @@ async def deployed_gateway(deploy, provisioner, stopped: asyncio.Event):
         except StartupError as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__  # the log tail is in its log
             raise GatewayNotStarted("failed", f"the gateway did not start: {first}", url) from None
-        server = _Server(uvicorn.Config(create_app(deploy, gateway=gw), host=deploy.host, port=port,
-                                        log_level="warning", lifespan="on"))
+        server = _Server(
+            uvicorn.Config(
+                create_app(deploy, gateway=gw), host=deploy.host, port=port, log_level="warning", lifespan="on"
+            )
+        )
         serving = asyncio.create_task(server.serve())
         while not server.started:
             if serving.done():
@@ -121,20 +123,23 @@ async def deployed_gateway(deploy, provisioner, stopped: asyncio.Event):
 def replay(
     trace: Annotated[Path, typer.Argument(help="trace parquet (cato_traces.files)")],
     out: Annotated[Path, typer.Option(help="results folder: tasks/nodes/replicas.parquet, summary.json")],
-    target: Annotated[Optional[str], typer.Option(help="base URL of vLLM, a CATO gateway or the emulator")] = None,
-    deploy: Annotated[Optional[Path], typer.Option(help="DEPLOY.yaml: run the CATO gateway in-process")] = None,
-    model: Annotated[Optional[str], typer.Option(help="model to request (default: DEPLOY's default model, "
-                                                      "else the target's first)")] = None,
+    target: Annotated[str | None, typer.Option(help="base URL of vLLM, a CATO gateway or the emulator")] = None,
+    deploy: Annotated[Path | None, typer.Option(help="DEPLOY.yaml: run the CATO gateway in-process")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="model to request (default: DEPLOY's default model, else the target's first)")
+    ] = None,
     time_scale: Annotated[float, typer.Option(help="multiplies arrival times (0.5 = twice as fast)")] = 1.0,
-    profile: Annotated[str, typer.Option(help="device profile for baselines and deadlines "
-                                              "(with --deploy: models without their own)")] = DEFAULT_PROFILE,
+    profile: Annotated[
+        str, typer.Option(help="device profile for baselines and deadlines (with --deploy: models without their own)")
+    ] = DEFAULT_PROFILE,
     seed: Annotated[int, typer.Option(help="seeds prompt token IDs and tool times")] = 0,
-    limit: Annotated[Optional[int], typer.Option(help="replay the first N tasks only")] = None,
+    limit: Annotated[int | None, typer.Option(help="replay the first N tasks only")] = None,
     timeout_s: Annotated[float, typer.Option(help="per-request limit; past it the task is 'timeout'")] = 300.0,
     vocab_size: Annotated[int, typer.Option(help="prompt token IDs are drawn below this")] = 2000,
     connections: Annotated[int, typer.Option(help="HTTP connections the client may open at once")] = 1024,
-    token: Annotated[Optional[str], typer.Option(envvar="CATO_LIVE_TOKEN",
-                                                 help="bearer token for a gateway that wants one")] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="CATO_LIVE_TOKEN", help="bearer token for a gateway that wants one")
+    ] = None,
 ) -> None:
     """Replay TRACE open loop against a live endpoint; write the simulator's result tables.
 
@@ -143,10 +148,10 @@ def replay(
     from rich.console import Console
 
     from cato_core.profile import load_profile
-    from cato_report.table import summary_table
     from cato_core.tasks import default_task_types
-    from cato_traces.files import read_trace
     from cato_live.replay.replayer import MIN_TOKEN_ID, ReplayConfig, write_summary
+    from cato_report.table import summary_table
+    from cato_traces.files import read_trace
 
     if (target is None) == (deploy is None):
         raise InputError("replay", "--target/--deploy", "exactly one of them")
@@ -182,13 +187,34 @@ def replay(
     if d is not None:
         provisioner = make_provisioner(d)  # last: it may hold resources
 
-    args = {"trace": str(trace), "target": target, "deploy": str(deploy) if deploy else None, "out": str(out),
-            "model": model, "time_scale": time_scale, "profile": profile, "seed": seed, "limit": limit,
-            "timeout_s": timeout_s, "vocab_size": vocab_size, "connections": connections, "tasks": len(df)}
-    cfg = ReplayConfig(target=target or "", model=model, profile=prof, task_types=task_types,
-                       time_scale=time_scale, seed=seed, timeout_s=timeout_s, vocab_size=vocab_size,
-                       connections=connections, profiles=profiles,
-                       headers={"Authorization": f"Bearer {token}"} if token else {})
+    args = {
+        "trace": str(trace),
+        "target": target,
+        "deploy": str(deploy) if deploy else None,
+        "out": str(out),
+        "model": model,
+        "time_scale": time_scale,
+        "profile": profile,
+        "seed": seed,
+        "limit": limit,
+        "timeout_s": timeout_s,
+        "vocab_size": vocab_size,
+        "connections": connections,
+        "tasks": len(df),
+    }
+    cfg = ReplayConfig(
+        target=target or "",
+        model=model,
+        profile=prof,
+        task_types=task_types,
+        time_scale=time_scale,
+        seed=seed,
+        timeout_s=timeout_s,
+        vocab_size=vocab_size,
+        connections=connections,
+        profiles=profiles,
+        headers={"Authorization": f"Bearer {token}"} if token else {},
+    )
     console = Console(stderr=True)
     t0 = time.perf_counter()
     cfg, result = asyncio.run(_replay(df, out, cfg, d, provisioner, args, console))
@@ -236,8 +262,14 @@ async def _replay(df, out, cfg, deploy, provisioner, args, console):
                     cfg, early = dataclasses.replace(cfg, target=e.url), e
                     console.print(f"error: {e.reason}")
                 args["target"] = cfg.target
-            progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=console)
+            progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[status]}"),
+                console=console,
+            )
             counts: dict[str, int] = {}
             with progress:
                 bar = progress.add_task("replay", total=len(df), status="")

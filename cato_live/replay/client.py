@@ -28,8 +28,14 @@ TIMEOUT_STATUSES = (408, 504)
 class RequestFailed(Exception):
     """A request that did not complete: ``status`` is ``failed`` or ``timeout``."""
 
-    def __init__(self, status: str, reason: str, replica: str | None = None, priority: int | None = None,
-                 first_token_s: float | None = None):
+    def __init__(
+        self,
+        status: str,
+        reason: str,
+        replica: str | None = None,
+        priority: int | None = None,
+        first_token_s: float | None = None,
+    ):
         super().__init__(reason)
         self.status, self.reason = status, reason
         self.replica, self.priority, self.first_token_s = replica, priority, first_token_s
@@ -88,12 +94,15 @@ async def stream_completion(
                     try:
                         event = json.loads(data)
                     except ValueError:
-                        raise RequestFailed("failed", f"bad stream event: {excerpt(data)}", replica, priority, first) from None
+                        raise RequestFailed(
+                            "failed", f"bad stream event: {excerpt(data)}", replica, priority, first
+                        ) from None
                     if "error" in event:  # vLLM (and the gateway) report errors after the headers this way
                         err = event["error"]
                         status = "timeout" if isinstance(err, dict) and err.get("type") == "timeout_error" else "failed"
-                        raise RequestFailed(status, f"stream error: {error_message(json.dumps(event))}",
-                                            replica, priority, first)
+                        raise RequestFailed(
+                            status, f"stream error: {error_message(json.dumps(event))}", replica, priority, first
+                        )
                     if first is None and event.get("choices"):
                         first = clock()
                     if event.get("usage"):
@@ -101,13 +110,17 @@ async def stream_completion(
                 if not done:
                     raise RequestFailed("failed", "stream ended without [DONE]", replica, priority, first)
     except TimeoutError:
-        raise RequestFailed("timeout", f"no complete response within {timeout_s:g} s", replica, priority, first) from None
+        raise RequestFailed(
+            "timeout", f"no complete response within {timeout_s:g} s", replica, priority, first
+        ) from None
     except httpx.HTTPError as e:
         raise RequestFailed("failed", describe(e), replica, priority, first) from None
     end = clock()
     return StreamResult(
-        first, end,
+        first,
+        end,
         usage.get("prompt_tokens") if usage else None,
         usage.get("completion_tokens") if usage else None,
-        replica, priority,
+        replica,
+        priority,
     )

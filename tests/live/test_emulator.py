@@ -57,10 +57,13 @@ class Emulators:
 
 @pytest.fixture(scope="module")
 def emulators(tmp_path_factory):
-    emus = Emulators({
-        "emu": EmulatorSpec(profile=PROFILE, time_scale=SCALE),
-        "emu1": EmulatorSpec(profile=load_profile(PROFILE), max_num_seqs=1, time_scale=SCALE, max_model_len=4096),
-    }, log_dir=str(tmp_path_factory.mktemp("emulator-logs")))
+    emus = Emulators(
+        {
+            "emu": EmulatorSpec(profile=PROFILE, time_scale=SCALE),
+            "emu1": EmulatorSpec(profile=load_profile(PROFILE), max_num_seqs=1, time_scale=SCALE, max_model_len=4096),
+        },
+        log_dir=str(tmp_path_factory.mktemp("emulator-logs")),
+    )
     try:
         emus.start("emu", "emu-1")
         emus.start("emu1", "emu1-1")
@@ -84,16 +87,21 @@ def test_one_request_alone_matches_the_profile(emulators, prompt, out, capsys):
     ttft_expect = prof.prefill_s(prompt) * SCALE
     e2e_expect = (prof.prefill_s(prompt) + prof.decode_s(prompt, out)) * SCALE
     res = stream_completion(url(emulators) + "/v1/completions", payload("emu", prompt, out))
-    assert res["done"] and res["usage"] == {"prompt_tokens": prompt, "total_tokens": prompt + out,
-                                            "completion_tokens": out}
+    assert res["done"] and res["usage"] == {
+        "prompt_tokens": prompt,
+        "total_tokens": prompt + out,
+        "completion_tokens": out,
+    }
     assert ttft_expect <= res["ttft"] <= ttft_expect + LATE_S, (res["ttft"], ttft_expect)
     assert e2e_expect <= res["e2e"] <= e2e_expect + LATE_S, (res["e2e"], e2e_expect)
     texts = [c["choices"][0]["text"] for c in res["chunks"]]
     assert "".join(texts) == " tok" * out and len(texts) == min(out, 2)  # first token, then the rest
     assert res["chunks"][-1]["choices"][0]["finish_reason"] == "length"
     with capsys.disabled():
-        print(f"\n[emulator] {prompt}+{out}: TTFT late by {(res['ttft'] - ttft_expect) * 1000:.1f} ms, "
-              f"E2E late by {(res['e2e'] - e2e_expect) * 1000:.1f} ms")
+        print(
+            f"\n[emulator] {prompt}+{out}: TTFT late by {(res['ttft'] - ttft_expect) * 1000:.1f} ms, "
+            f"E2E late by {(res['e2e'] - e2e_expect) * 1000:.1f} ms"
+        )
 
 
 def _concurrent(fn, args_list, gap_s=0.0):
@@ -146,7 +154,7 @@ def test_priority_orders_the_queue(emulators):
     threads, _, end_s = _concurrent(stream_completion, args, gap_s=0.05)
     for th in threads:
         th.join(60)
-    ends = dict(zip("ABC", end_s))
+    ends = dict(zip("ABC", end_s, strict=True))
     assert ends["A"] < ends["C"] < ends["B"], ends
 
 
@@ -154,8 +162,10 @@ def test_non_streamed_and_chat(emulators):
     body = post_json(url(emulators) + "/v1/completions", payload("emu", 20, 5))
     assert body["object"] == "text_completion" and body["choices"][0]["text"] == " tok" * 5
     assert body["usage"] == {"prompt_tokens": 20, "total_tokens": 25, "completion_tokens": 5}
-    res = stream_completion(url(emulators) + "/v1/chat/completions",
-                            {"model": "emu", "messages": [{"role": "user", "content": "x" * 40}], "max_tokens": 3})
+    res = stream_completion(
+        url(emulators) + "/v1/chat/completions",
+        {"model": "emu", "messages": [{"role": "user", "content": "x" * 40}], "max_tokens": 3},
+    )
     assert res["chunks"][0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}  # as vLLM: role first
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in res["chunks"]) == " tok" * 3
     assert res["usage"] == {"prompt_tokens": 10, "total_tokens": 13, "completion_tokens": 3}  # 4 chars a token
@@ -193,7 +203,12 @@ def test_provisioner_stop_and_capacity(emulators, tmp_path):
 
 
 def test_emulator_bad_profile_one_line_exit_2(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "cato_emulator.server", "--profile", str(tmp_path / "no.yaml"),
-                          "--port", "0"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "cato_emulator.server", "--profile", str(tmp_path / "no.yaml"), "--port", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 2
     assert res.stderr.strip() == f"error: {tmp_path / 'no.yaml'}: profile: an existing profile YAML file"

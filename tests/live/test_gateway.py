@@ -27,17 +27,36 @@ pytestmark = pytest.mark.live
 
 PROMPT, OUTPUT = 32, 16
 TASK_TYPES = ("completion", "generation", "summarization", "translation")
-TINY_CPU = {"name": "tiny-cpu", "model": SERVED_NAME, "device": "x86 core", "overhead_s": 0.003,
-            "per_token_s": 0.0001, "prefill_attn_s": 0.0, "decode_ctx_s": 0.0,
-            "kv_capacity_tokens": 100000, "cold_start_s": 30.0}
+TINY_CPU = {
+    "name": "tiny-cpu",
+    "model": SERVED_NAME,
+    "device": "x86 core",
+    "overhead_s": 0.003,
+    "per_token_s": 0.0001,
+    "prefill_attn_s": 0.0,
+    "decode_ctx_s": 0.0,
+    "kv_capacity_tokens": 100000,
+    "cold_start_s": 30.0,
+}
 
 
 def deploy_tree(provisioner: dict, **over) -> dict:
-    model = {"profile": TINY_CPU, "served_model": SERVED_NAME, "max_num_seqs": 8,
-             "priority_scheduling": True, "request_timeout_s": 60.0, "first_byte_timeout_s": 10.0}
+    model = {
+        "profile": TINY_CPU,
+        "served_model": SERVED_NAME,
+        "max_num_seqs": 8,
+        "priority_scheduling": True,
+        "request_timeout_s": 60.0,
+        "first_byte_timeout_s": 10.0,
+    }
     model.update(over.pop("model", {}))
-    tree = {"router": "cato", "default_task_type": "generation", "models": {"tiny": model},
-            "tools": {"retrieve": 0.02, "validate": 0.05}, "provisioner": provisioner}
+    tree = {
+        "router": "cato",
+        "default_task_type": "generation",
+        "models": {"tiny": model},
+        "tools": {"retrieve": 0.02, "validate": 0.05},
+        "provisioner": provisioner,
+    }
     tree.update(over)
     return tree
 
@@ -46,10 +65,21 @@ def deploy_tree(provisioner: dict, **over) -> dict:
 def replicas(vllm_python, tiny_model_dir, tmp_path_factory):
     """(provisioner, handles): two real vLLM servers, pinned to cores 0 and 1."""
     log_dir = tmp_path_factory.mktemp("vllm-pair")
-    deploy = parse_deploy(deploy_tree(
-        {"kind": "process", "python": vllm_python, "device": "cpu", "devices": [0, 1],
-         "log_dir": str(log_dir), "ready_timeout_s": float(os.environ.get("CATO_VLLM_READY_TIMEOUT", "180")),
-         "models": {"tiny": {"path": tiny_model_dir}}}, model={"replicas": 2}), "live")
+    deploy = parse_deploy(
+        deploy_tree(
+            {
+                "kind": "process",
+                "python": vllm_python,
+                "device": "cpu",
+                "devices": [0, 1],
+                "log_dir": str(log_dir),
+                "ready_timeout_s": float(os.environ.get("CATO_VLLM_READY_TIMEOUT", "180")),
+                "models": {"tiny": {"path": tiny_model_dir}},
+            },
+            model={"replicas": 2},
+        ),
+        "live",
+    )
     prov = ProcessProvisioner(deploy)
 
     async def start_both():
@@ -67,16 +97,29 @@ def replicas(vllm_python, tiny_model_dir, tmp_path_factory):
 @contextmanager
 def gateway(urls: list[str], **over):
     """A gateway over ``urls`` (static provisioner) served in a thread; yields its URL."""
-    app = create_app(parse_deploy(deploy_tree({"kind": "static", "models": {"tiny": urls}},
-                                              model={"replicas": len(urls), **over.pop("model", {})}, **over),
-                                  "live"))
+    app = create_app(
+        parse_deploy(
+            deploy_tree(
+                {"kind": "static", "models": {"tiny": urls}},
+                model={"replicas": len(urls), **over.pop("model", {})},
+                **over,
+            ),
+            "live",
+        )
+    )
     with serve_in_thread(app) as url:
         yield url
 
 
 def body(max_tokens: int = OUTPUT, model: str = SERVED_NAME, **extra) -> dict:
-    return {"model": model, "prompt": list(range(10, 10 + PROMPT)), "max_tokens": max_tokens,
-            "ignore_eos": True, "temperature": 0.0, **extra}
+    return {
+        "model": model,
+        "prompt": list(range(10, 10 + PROMPT)),
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "temperature": 0.0,
+        **extra,
+    }
 
 
 async def send_all(url: str, calls: list[tuple[dict, dict]]) -> list[httpx.Response]:
@@ -99,7 +142,7 @@ def get(url: str, path: str) -> dict:
 def test_process_provisioner_pins_each_server_to_its_core(replicas):
     _, handles = replicas
     assert [h.meta["devices"] for h in handles] == [[0], [1]]
-    for h, core in zip(handles, ("0", "1")):
+    for h, core in zip(handles, ("0", "1"), strict=True):
         with open(f"/proc/{h.meta['pid']}/environ", "rb") as fh:
             env = dict(kv.split(b"=", 1) for kv in fh.read().split(b"\0") if b"=" in kv)
         assert env[b"VLLM_CPU_OMP_THREADS_BIND"] == core.encode()
@@ -112,15 +155,21 @@ def test_process_provisioner_pins_each_server_to_its_core(replicas):
 @pytest.mark.parametrize("router", ["cato", "pow2", "round_robin"])
 def test_every_task_type_streamed_and_not_for_each_router(replicas, router):
     _, handles = replicas
-    calls = [(body(stream=stream, stream_options={"include_usage": True}) if stream else body(),
-              {"X-CATO-Task": task, "X-CATO-Task-Id": f"{task}-{stream}-{i}"})
-             for task in TASK_TYPES for stream in (False, True) for i in range(2)]
+    calls = [
+        (
+            body(stream=stream, stream_options={"include_usage": True}) if stream else body(),
+            {"X-CATO-Task": task, "X-CATO-Task-Id": f"{task}-{stream}-{i}"},
+        )
+        for task in TASK_TYPES
+        for stream in (False, True)
+        for i in range(2)
+    ]
     with gateway([h.base_url for h in handles], router=router) as url:
         got = asyncio.run(send_all(url, [({**b, "model": "tiny"}, h) for b, h in calls]))
         rows = {r["replica_id"]: r for r in get(url, "/v1/cato/replicas")["replicas"]}
         nodes = {n["task_id"]: n for n in get(url, "/v1/cato/nodes")["nodes"]}
     assert [r.status_code for r in got] == [200] * len(calls)
-    for r, (_, h) in zip(got, calls):
+    for r, (_, h) in zip(got, calls, strict=True):
         assert usage_of(r)["prompt_tokens"] == PROMPT and usage_of(r)["completion_tokens"] == OUTPUT
         n = nodes[h["X-CATO-Task-Id"]]
         assert n["status"] == "ok" and n["task_type"] == h["X-CATO-Task"]
@@ -139,10 +188,18 @@ def test_every_task_type_streamed_and_not_for_each_router(replicas, router):
 def test_cato_priority_follows_the_deadline_and_reaches_vllm(replicas):
     _, handles = replicas
     with gateway([h.base_url for h in handles]) as url:
-        late = httpx.post(url + "/v1/completions", json=body(model="tiny"),
-                          headers={"X-CATO-Deadline-Ms": "-5", "X-CATO-Task-Id": "late"}, timeout=60)
-        easy = httpx.post(url + "/v1/completions", json=body(model="tiny"),
-                          headers={"X-CATO-SLA-Ms": "60000", "X-CATO-Task-Id": "easy"}, timeout=60)
+        late = httpx.post(
+            url + "/v1/completions",
+            json=body(model="tiny"),
+            headers={"X-CATO-Deadline-Ms": "-5", "X-CATO-Task-Id": "late"},
+            timeout=60,
+        )
+        easy = httpx.post(
+            url + "/v1/completions",
+            json=body(model="tiny"),
+            headers={"X-CATO-SLA-Ms": "60000", "X-CATO-Task-Id": "easy"},
+            timeout=60,
+        )
         nodes = {n["task_id"]: n for n in get(url, "/v1/cato/nodes")["nodes"]}
     assert late.status_code == easy.status_code == 200
     assert (late.headers["x-cato-priority"], nodes["late"]["sent_priority"]) == ("0", 0)  # violated
@@ -153,25 +210,45 @@ def test_cato_priority_follows_the_deadline_and_reaches_vllm(replicas):
 def test_chat_completion_streams_through(replicas):
     _, handles = replicas
     with gateway([h.base_url for h in handles]) as url:
-        r = httpx.post(url + "/v1/chat/completions", timeout=60, json={
-            "model": "tiny", "messages": [{"role": "user", "content": "def add(a, b):"}], "max_tokens": 6,
-            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}})
+        r = httpx.post(
+            url + "/v1/chat/completions",
+            timeout=60,
+            json={
+                "model": "tiny",
+                "messages": [{"role": "user", "content": "def add(a, b):"}],
+                "max_tokens": 6,
+                "ignore_eos": True,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+        )
     assert r.status_code == 200 and usage_of(r)["completion_tokens"] == 6
     assert read_sse(r.text)[0]["object"] == "chat.completion.chunk"
 
 
-@pytest.mark.parametrize("task, nodes", [
-    ("completion", [("retrieve", "tool"), ("llm", "llm")]),
-    ("generation", [("llm", "llm")]),
-    ("summarization", [("llm", "llm")]),
-    ("translation", [("llm", "llm"), ("validate", "tool")]),
-])
+@pytest.mark.parametrize(
+    "task, nodes",
+    [
+        ("completion", [("retrieve", "tool"), ("llm", "llm")]),
+        ("generation", [("llm", "llm")]),
+        ("summarization", [("llm", "llm")]),
+        ("translation", [("llm", "llm"), ("validate", "tool")]),
+    ],
+)
 def test_tasks_endpoint_runs_each_graph(replicas, task, nodes):
     _, handles = replicas
     with gateway([h.base_url for h in handles]) as url:
-        r = httpx.post(url + "/v1/tasks", timeout=60, json={
-            "task": task, "prompt_token_ids": list(range(10, 10 + PROMPT)), "max_tokens": 8,
-            "sla_ms": 30000, "sampling": {"ignore_eos": True}})
+        r = httpx.post(
+            url + "/v1/tasks",
+            timeout=60,
+            json={
+                "task": task,
+                "prompt_token_ids": list(range(10, 10 + PROMPT)),
+                "max_tokens": 8,
+                "sla_ms": 30000,
+                "sampling": {"ignore_eos": True},
+            },
+        )
     t = r.json()
     assert r.status_code == 200 and t["status"] == "ok" and t["met"] is True and t["sla_s"] == 30.0
     assert [(n["node"], n["kind"]) for n in t["nodes"]] == nodes
@@ -224,18 +301,27 @@ def test_failing_replica_beside_a_real_one_loses_no_call(replicas, mode):
     _, handles = replicas
     with ExitStack() as stack:
         fake = stack.enter_context(serve_in_thread(fake_vllm(mode), log_level="critical", graceful_s=1.0))
-        url = stack.enter_context(gateway([fake, handles[0].base_url], router="round_robin",
-                                          model={"first_byte_timeout_s": 1.0}))
+        url = stack.enter_context(
+            gateway([fake, handles[0].base_url], router="round_robin", model={"first_byte_timeout_s": 1.0})
+        )
         with httpx.Client(base_url=url, timeout=60) as c:
             # One after the other: a retry takes a round-robin turn, so every call meets the
             # stand-in (tiny-1) first and is answered by the real replica (tiny-2).
             streamed = body(model="tiny", stream=True, stream_options={"include_usage": True})
-            got = [c.post("/v1/completions", json=streamed if s else body(model="tiny"),
-                          headers={"X-CATO-SLA-Ms": "60000", "X-CATO-Task-Id": f"c{i}"})
-                   for i, s in enumerate([False, True, False, True])]
+            got = [
+                c.post(
+                    "/v1/completions",
+                    json=streamed if s else body(model="tiny"),
+                    headers={"X-CATO-SLA-Ms": "60000", "X-CATO-Task-Id": f"c{i}"},
+                )
+                for i, s in enumerate([False, True, False, True])
+            ]
             # A deadline that has passed once the stand-in has failed the call: no retry.
-            late = c.post("/v1/completions", json=body(model="tiny"),
-                          headers={"X-CATO-Deadline-Ms": "200" if mode == "hang" else "-1", "X-CATO-Task-Id": "late"})
+            late = c.post(
+                "/v1/completions",
+                json=body(model="tiny"),
+                headers={"X-CATO-Deadline-Ms": "200" if mode == "hang" else "-1", "X-CATO-Task-Id": "late"},
+            )
             nodes = {n["task_id"]: n for n in c.get("/v1/cato/nodes").json()["nodes"]}
     assert [r.status_code for r in got] == [200] * 4
     assert all(r.headers["x-cato-replica"] == "tiny-2" and usage_of(r)["completion_tokens"] == OUTPUT for r in got)
@@ -264,10 +350,21 @@ def test_replay_of_a_poisson_trace_through_the_gateway_for_each_router(replicas,
     trace = poisson_trace(16, rate=4.0, seed=5)
     write_trace(trace, tmp_path / "trace.parquet")
     with gateway([h.base_url for h in handles], router=router) as url:
-        res = run_replay(tmp_path / "trace.parquet", "--target", url, "--model", "tiny", "--out",
-                         tmp_path / "out", "--vocab-size", 2000, "--seed", 1)
+        res = run_replay(
+            tmp_path / "trace.parquet",
+            "--target",
+            url,
+            "--model",
+            "tiny",
+            "--out",
+            tmp_path / "out",
+            "--vocab-size",
+            2000,
+            "--seed",
+            1,
+        )
     assert res.returncode == 0, res.stderr[-2000:]
-    tasks, nodes, reps, summary = check_complete_run(trace, tmp_path / "out", url, "tiny", gateway=True)
+    _tasks, nodes, reps, _summary = check_complete_run(trace, tmp_path / "out", url, "tiny", gateway=True)
     assert sorted(reps["replica_id"]) == ["tiny-1", "tiny-2"]
     assert reps["requests"].sum() == len(trace)
     llm = nodes[nodes["kind"] == "llm"]
@@ -285,4 +382,3 @@ def test_process_provisioner_stops_its_servers(replicas):
         with pytest.raises(httpx.ConnectError):
             httpx.get(h.base_url + "/v1/models", timeout=2)
     assert prov.capacity("tiny") == 2  # both cores back in the pool
-

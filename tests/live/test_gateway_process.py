@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -33,8 +32,14 @@ PROMPT = 32
 
 
 def body(max_tokens: int, **extra) -> dict:
-    return {"model": "tiny", "prompt": list(range(10, 10 + PROMPT)), "max_tokens": max_tokens,
-            "ignore_eos": True, "temperature": 0.0, **extra}
+    return {
+        "model": "tiny",
+        "prompt": list(range(10, 10 + PROMPT)),
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "temperature": 0.0,
+        **extra,
+    }
 
 
 def alive(pid: int) -> bool:
@@ -56,7 +61,11 @@ class Cli:
         with open(log_path, "wb") as log:  # the child keeps its own copy of the handle
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "cato_live.cli", "serve", str(deploy_path), "--port", str(self.port)],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=ROOT,
+            )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
@@ -83,16 +92,37 @@ class Cli:
 def cli(vllm_python, tiny_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
     deploy = {
-        "router": "cato", "scaler": "cato",
-        "scaler_params": {"window_s": 0.5, "max_exceeded_times": 1, "scale_per_violation": 1.0,
-                          "idle_timeout_s": 600, "min_replicas": 1, "max_replicas": 2},
+        "router": "cato",
+        "scaler": "cato",
+        "scaler_params": {
+            "window_s": 0.5,
+            "max_exceeded_times": 1,
+            "scale_per_violation": 1.0,
+            "idle_timeout_s": 600,
+            "min_replicas": 1,
+            "max_replicas": 2,
+        },
         "default_task_type": "generation",
-        "models": {"tiny": {"profile": TINY_CPU, "served_model": SERVED_NAME, "replicas": 1, "max_num_seqs": 8,
-                            "priority_scheduling": True, "request_timeout_s": 60, "first_byte_timeout_s": 10}},
-        "provisioner": {"kind": "process", "python": vllm_python, "device": "cpu", "devices": [0, 1],
-                        "log_dir": str(tmp / "vllm"),
-                        "ready_timeout_s": float(os.environ.get("CATO_VLLM_READY_TIMEOUT", "180")),
-                        "models": {"tiny": {"path": tiny_model_dir}}},
+        "models": {
+            "tiny": {
+                "profile": TINY_CPU,
+                "served_model": SERVED_NAME,
+                "replicas": 1,
+                "max_num_seqs": 8,
+                "priority_scheduling": True,
+                "request_timeout_s": 60,
+                "first_byte_timeout_s": 10,
+            }
+        },
+        "provisioner": {
+            "kind": "process",
+            "python": vllm_python,
+            "device": "cpu",
+            "devices": [0, 1],
+            "log_dir": str(tmp / "vllm"),
+            "ready_timeout_s": float(os.environ.get("CATO_VLLM_READY_TIMEOUT", "180")),
+            "models": {"tiny": {"path": tiny_model_dir}},
+        },
     }
     (tmp / "deploy.yaml").write_text(yaml.safe_dump(deploy))
     c = Cli(tmp / "deploy.yaml", tmp / "gateway.log")
@@ -127,8 +157,9 @@ def test_serve_starts_the_initial_replica_pinned(cli):
 def test_cato_scaler_adds_a_replica_on_violations(cli):
     async def violating_burst():
         async with httpx.AsyncClient(base_url=cli.url, timeout=60) as c:
-            got = await asyncio.gather(*(c.post("/v1/completions", json=body(8), headers={"X-CATO-SLA-Ms": "0.001"})
-                                         for _ in range(4)))
+            got = await asyncio.gather(
+                *(c.post("/v1/completions", json=body(8), headers={"X-CATO-SLA-Ms": "0.001"}) for _ in range(4))
+            )
         assert [r.headers["x-cato-priority"] for r in got] == ["0"] * 4  # violated at routing
 
     def asked():
@@ -159,16 +190,31 @@ def test_replica_killed_mid_run_loses_no_call(cli):
         """All 12 calls routed, some sent to tiny-1, and none of those ended."""
         ours = [n for n in (await c.get("/v1/cato/nodes")).json()["nodes"] if n["task_id"].startswith("k")]
         on_1 = [n for n in ours if n["replica"] == "tiny-1"]
-        return (len(ours) == 12 and all(n["queued_s"] is not None for n in ours)
-                and any(n["start_s"] is not None for n in on_1) and all(n["status"] == "running" for n in on_1))
+        return (
+            len(ours) == 12
+            and all(n["queued_s"] is not None for n in ours)
+            and any(n["start_s"] is not None for n in on_1)
+            and all(n["status"] == "running" for n in on_1)
+        )
 
     async def run():
         async with httpx.AsyncClient(base_url=cli.url, timeout=120) as c:
-            plain = [c.post("/v1/completions", json=body(n_tokens),
-                            headers={"X-CATO-SLA-Ms": "60000", "X-CATO-Task-Id": f"k{i}"}) for i in range(8)]
-            streamed = [c.post("/v1/completions", headers={"X-CATO-SLA-Ms": "60000", "X-CATO-Task-Id": f"k{i}"},
-                               json=body(n_tokens, stream=True, stream_options={"include_usage": True}))
-                        for i in range(8, 12)]
+            plain = [
+                c.post(
+                    "/v1/completions",
+                    json=body(n_tokens),
+                    headers={"X-CATO-SLA-Ms": "60000", "X-CATO-Task-Id": f"k{i}"},
+                )
+                for i in range(8)
+            ]
+            streamed = [
+                c.post(
+                    "/v1/completions",
+                    headers={"X-CATO-SLA-Ms": "60000", "X-CATO-Task-Id": f"k{i}"},
+                    json=body(n_tokens, stream=True, stream_options={"include_usage": True}),
+                )
+                for i in range(8, 12)
+            ]
             calls = [asyncio.ensure_future(x) for x in plain + streamed]
             for _ in range(200):
                 await asyncio.sleep(0.02)
@@ -230,8 +276,12 @@ def test_signal_stops_every_replica_the_gateway_started(sig, vllm_python, tiny_m
     0 and each process it had started (vLLM's API server, its engine core, ...) is gone."""
     deploy = yaml.safe_load((ROOT / "experiments/deploy/process_cpu.yaml").read_text())
     deploy["models"]["tiny"]["replicas"] = 1
-    deploy["provisioner"].update(python=vllm_python, devices=[0], log_dir=str(tmp_path / "vllm"),
-                                 ready_timeout_s=float(os.environ.get("CATO_VLLM_READY_TIMEOUT", "180")))
+    deploy["provisioner"].update(
+        python=vllm_python,
+        devices=[0],
+        log_dir=str(tmp_path / "vllm"),
+        ready_timeout_s=float(os.environ.get("CATO_VLLM_READY_TIMEOUT", "180")),
+    )
     deploy["provisioner"]["models"]["tiny"]["path"] = tiny_model_dir
     (tmp_path / "deploy.yaml").write_text(yaml.safe_dump(deploy))
     c = Cli(tmp_path / "deploy.yaml", tmp_path / "gateway.log")

@@ -33,8 +33,13 @@ def local_ray(monkeypatch):
     monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    ray.init(num_cpus=2, resources={"cpu_slot": 2}, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path}})
+    ray.init(
+        num_cpus=2,
+        resources={"cpu_slot": 2},
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": path}},
+    )
     assert [n["NodeManagerAddress"] for n in ray.nodes()] == ["127.0.0.1"]
     try:
         yield ray
@@ -44,15 +49,31 @@ def local_ray(monkeypatch):
 
 def test_ray_provisioner_serves_one_replica_and_stops_it(local_ray, vllm_python, tiny_model_dir):
     ray = local_ray
-    deploy = parse_deploy({
-        "router": "cato", "default_task_type": "generation",
-        "models": {"tiny": {"profile": TINY_CPU, "served_model": SERVED_NAME, "replicas": 1,
-                            "max_num_seqs": 4, "priority_scheduling": True}},
-        "provisioner": {"kind": "ray", "resources": {"cpu_slot": 1}, "num_cpus": 0, "cpu_cores": [0],
-                        "python": vllm_python,
-                        "ready_timeout_s": float(os.environ.get("CATO_VLLM_READY_TIMEOUT", "180")),
-                        "models": {"tiny": {"path": tiny_model_dir}}},
-    }, "live")
+    deploy = parse_deploy(
+        {
+            "router": "cato",
+            "default_task_type": "generation",
+            "models": {
+                "tiny": {
+                    "profile": TINY_CPU,
+                    "served_model": SERVED_NAME,
+                    "replicas": 1,
+                    "max_num_seqs": 4,
+                    "priority_scheduling": True,
+                }
+            },
+            "provisioner": {
+                "kind": "ray",
+                "resources": {"cpu_slot": 1},
+                "num_cpus": 0,
+                "cpu_cores": [0],
+                "python": vllm_python,
+                "ready_timeout_s": float(os.environ.get("CATO_VLLM_READY_TIMEOUT", "180")),
+                "models": {"tiny": {"path": tiny_model_dir}},
+            },
+        },
+        "live",
+    )
     with serve_in_thread(create_app(deploy)) as url:
         (row,) = httpx.get(url + "/v1/cato/replicas").json()["replicas"]
         assert row["replica_id"] == "tiny-1" and row["state"] == "ready" and row["machine"] == 0
@@ -62,16 +83,26 @@ def test_ray_provisioner_serves_one_replica_and_stops_it(local_ray, vllm_python,
         assert ray.available_resources().get("cpu_slot") == 1.0  # the replica holds one slot
         with open(f"/proc/{pid}/environ", "rb") as fh:
             assert b"VLLM_CPU_OMP_THREADS_BIND=0" in fh.read().split(b"\0")
-        r = httpx.post(url + "/v1/completions", timeout=60, json={
-            "model": "tiny", "prompt": list(range(10, 42)), "max_tokens": 8, "ignore_eos": True})
+        r = httpx.post(
+            url + "/v1/completions",
+            timeout=60,
+            json={"model": "tiny", "prompt": list(range(10, 42)), "max_tokens": 8, "ignore_eos": True},
+        )
         assert r.status_code == 200 and r.headers["x-cato-replica"] == "tiny-1"
-        assert r.json()["usage"] == {"prompt_tokens": 32, "completion_tokens": 8, "total_tokens": 40,
-                                     **{k: v for k, v in r.json()["usage"].items()
-                                        if k not in ("prompt_tokens", "completion_tokens", "total_tokens")}}
+        assert r.json()["usage"] == {
+            "prompt_tokens": 32,
+            "completion_tokens": 8,
+            "total_tokens": 40,
+            **{
+                k: v
+                for k, v in r.json()["usage"].items()
+                if k not in ("prompt_tokens", "completion_tokens", "total_tokens")
+            },
+        }
     # Gateway shutdown stopped the server and killed the actor.
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Failed to look up actor with name 'cato-tiny-1'"):
         ray.get_actor("cato-tiny-1")
     end = time.monotonic() + 20
     while ray.available_resources().get("cpu_slot") != 2.0 and time.monotonic() < end:

@@ -21,9 +21,9 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
-from cato_traces.files import write_trace
 from cato_live.background import serve_in_thread
 from cato_live.provisioners.emulator import EmulatorSpec
+from cato_traces.files import write_trace
 from tests.test_gateway_unit import fake_vllm
 
 from .conftest import ROOT, SERVED_NAME
@@ -48,10 +48,21 @@ def trace_with_slas(seed: int):
 def replay(trace, url: str, out, on_running=None) -> subprocess.CompletedProcess:
     """Runs the replay; ``on_running(url)`` is called until it returns True while it runs."""
     write_trace(trace, out.with_suffix(".parquet"))
-    cmd = [*replay_command(), str(out.with_suffix(".parquet")), "--target", url, "--model", "tiny",
-           "--out", str(out), "--vocab-size", "2000", "--seed", "1"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=replay_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    cmd = [
+        *replay_command(),
+        str(out.with_suffix(".parquet")),
+        "--target",
+        url,
+        "--model",
+        "tiny",
+        "--out",
+        str(out),
+        "--vocab-size",
+        "2000",
+        "--seed",
+        "1",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=replay_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         end = time.monotonic() + 120
         while on_running is not None and proc.poll() is None and time.monotonic() < end:
@@ -84,16 +95,20 @@ def test_replay_with_a_failing_replica_beside_a_real_one(vllm_server, mode, tmp_
     trace = trace_with_slas(seed=3)
     with ExitStack() as stack:
         bad = stack.enter_context(serve_in_thread(fake_vllm(mode), log_level="critical", graceful_s=1.0))
-        url = stack.enter_context(gateway([bad, vllm_server.url], router="round_robin",
-                                          model={"first_byte_timeout_s": 1.0}))
+        url = stack.enter_context(
+            gateway([bad, vllm_server.url], router="round_robin", model={"first_byte_timeout_s": 1.0})
+        )
         res = replay(trace, url, tmp_path / "out")
         gw = gateway_nodes(url)
     assert res.returncode == 1, res.stderr[-2000:]  # some tasks failed: exit 1, tables written
     tasks, nodes = check_every_task_once(trace, tmp_path / "out")
     first_bad = [t for t in trace["task_id"] if gw[t]["attempts"][0] == "tiny-1"]
     assert first_bad and len(first_bad) < N  # round robin: both replicas were tried first
-    failed_as = ("failed", "node llm: HTTP 502: replica tiny-1 answered HTTP 500") if mode == "error500" else \
-        ("timeout", "node llm: HTTP 504: replica tiny-1 was silent past its timeout")
+    failed_as = (
+        ("failed", "node llm: HTTP 502: replica tiny-1 answered HTTP 500")
+        if mode == "error500"
+        else ("timeout", "node llm: HTTP 504: replica tiny-1 was silent past its timeout")
+    )
     for i, t in enumerate(trace["task_id"]):
         row, rec = tasks.loc[t], gw[t]
         if rec["attempts"][0] == "tiny-2":
@@ -103,8 +118,10 @@ def test_replay_with_a_failing_replica_beside_a_real_one(vllm_server, mode, tmp_
         else:  # the deadline had passed: no retry, the task ends with the reason
             assert (rec["attempts"], row["status"]) == (["tiny-1"], failed_as[0])
             assert row["error"].startswith(failed_as[1]), row["error"]
-    print(f"\n[live] {mode}: {len(first_bad)} of {N} tasks met tiny-1 first; statuses "
-          f"{tasks['status'].value_counts().to_dict()}")
+    print(
+        f"\n[live] {mode}: {len(first_bad)} of {N} tasks met tiny-1 first; statuses "
+        f"{tasks['status'].value_counts().to_dict()}"
+    )
     ok = nodes[(nodes["kind"] == "llm") & (nodes["status"] == "ok")].set_index("task_id")
     assert (ok["output_tokens"] == 16).all() and (ok["replica"] == "tiny-2").all()
 
@@ -112,8 +129,10 @@ def test_replay_with_a_failing_replica_beside_a_real_one(vllm_server, mode, tmp_
 @pytest.fixture
 def victim(tmp_path):
     """An emulated replica (a real subprocess; its engine slowed 20x so calls last) to SIGKILL."""
-    emus = Emulators({"tiny": EmulatorSpec(profile=PROFILE, served_model_name=SERVED_NAME, time_scale=20.0)},
-                     log_dir=str(tmp_path / "emulator-logs"))
+    emus = Emulators(
+        {"tiny": EmulatorSpec(profile=PROFILE, served_model_name=SERVED_NAME, time_scale=20.0)},
+        log_dir=str(tmp_path / "emulator-logs"),
+    )
     try:
         yield emus.start("tiny", "victim")
     finally:

@@ -17,10 +17,12 @@ pytestmark = pytest.mark.live
 
 
 def test_replay_deploy_gateway_over_emulators(tmp_path):
-    deploy = {"router": "cato", "scaler": "fixed",
-              "models": {"emu": {"profile": PROFILE, "replicas": 2, "max_num_seqs": 8,
-                                 "priority_scheduling": True}},
-              "provisioner": {"kind": "emulator", "log_dir": str(tmp_path / "logs")}}
+    deploy = {
+        "router": "cato",
+        "scaler": "fixed",
+        "models": {"emu": {"profile": PROFILE, "replicas": 2, "max_num_seqs": 8, "priority_scheduling": True}},
+        "provisioner": {"kind": "emulator", "log_dir": str(tmp_path / "logs")},
+    }
     (tmp_path / "deploy.yaml").write_text(yaml.safe_dump(deploy))
     trace = poisson_trace(20, rate=4.0, seed=11)
     write_trace(trace, tmp_path / "trace.parquet")

@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cato_report.summary import summarize
 from cato_core.profile import load_profile
-from cato_core.tasks import default_task_types
-from cato_traces.files import write_trace
 from cato_core.task_plan import TaskPlan
+from cato_core.tasks import default_task_types
+from cato_report.summary import summarize
+from cato_traces.files import write_trace
 
 from .conftest import ROOT, SERVED_NAME, get_text
 
@@ -35,13 +35,15 @@ PROFILE = "codellama-7b_a100"
 
 def poisson_trace(n: int, rate: float, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "task_id": [f"t{i:03d}" for i in range(n)],
-        "arrival_s": np.cumsum(rng.exponential(1 / rate, n)),
-        "task_type": [TYPES[i % 4] for i in range(n)],
-        "prompt_tokens": rng.integers(8, 65, n),
-        "output_tokens": rng.integers(4, 17, n),
-    })
+    return pd.DataFrame(
+        {
+            "task_id": [f"t{i:03d}" for i in range(n)],
+            "arrival_s": np.cumsum(rng.exponential(1 / rate, n)),
+            "task_type": [TYPES[i % 4] for i in range(n)],
+            "prompt_tokens": rng.integers(8, 65, n),
+            "output_tokens": rng.integers(4, 17, n),
+        }
+    )
 
 
 def replay_command() -> list[str]:
@@ -54,17 +56,28 @@ def replay_env() -> dict:
 
 
 def run_replay(*args, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([*replay_command(), *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=replay_env())
+    return subprocess.run(
+        [*replay_command(), *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=replay_env(),
+    )
 
 
 def load(out) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
-    return (pd.read_parquet(out / "tasks.parquet"), pd.read_parquet(out / "nodes.parquet"),
-            pd.read_parquet(out / "replicas.parquet"), json.loads((out / "summary.json").read_text()))
+    return (
+        pd.read_parquet(out / "tasks.parquet"),
+        pd.read_parquet(out / "nodes.parquet"),
+        pd.read_parquet(out / "replicas.parquet"),
+        json.loads((out / "summary.json").read_text()),
+    )
 
 
-def check_complete_run(trace: pd.DataFrame, out, target: str, model: str, time_scale: float = 1.0,
-                       gateway: bool = False):
+def check_complete_run(
+    trace: pd.DataFrame, out, target: str, model: str, time_scale: float = 1.0, gateway: bool = False
+):
     """What every finished replay must satisfy, whatever the server. ``gateway``: the target
     is a CATO gateway (replica ids and the replicas table are its own)."""
     tasks, nodes, replicas, summary = load(out)
@@ -115,8 +128,17 @@ def replayed(vllm_server, tmp_path_factory):
     folder = tmp_path_factory.mktemp("replay-vllm")
     write_trace(trace, folder / "trace.parquet")
     t0 = time.monotonic()
-    res = run_replay(folder / "trace.parquet", "--target", vllm_server.url, "--out", folder / "out",
-                     "--vocab-size", 2000, "--seed", 3)
+    res = run_replay(
+        folder / "trace.parquet",
+        "--target",
+        vllm_server.url,
+        "--out",
+        folder / "out",
+        "--vocab-size",
+        2000,
+        "--seed",
+        3,
+    )
     return trace, folder / "out", res, time.monotonic() - t0
 
 
@@ -124,11 +146,13 @@ def test_replay_vllm_every_task_ok_and_exact(replayed, vllm_server, capsys):
     trace, out, res, wall = replayed
     assert res.returncode == 0, res.stderr
     assert "Goodput rate" in res.stdout and f"results: {out}" in res.stderr
-    tasks, nodes, _, summary = check_complete_run(trace, out, vllm_server.url, SERVED_NAME)
+    _tasks, _nodes, _, summary = check_complete_run(trace, out, vllm_server.url, SERVED_NAME)
     with capsys.disabled():
-        print(f"\n[live] replay of {len(trace)} tasks on vLLM in {wall:.1f} s: TTFT p95 "
-              f"{summary['ttft_p95'] * 1000:.0f} ms, E2E p95 {summary['e2e_p95'] * 1000:.0f} ms, "
-              f"Goodput rate {summary['goodput_rate']:.2f}")
+        print(
+            f"\n[live] replay of {len(trace)} tasks on vLLM in {wall:.1f} s: TTFT p95 "
+            f"{summary['ttft_p95'] * 1000:.0f} ms, E2E p95 {summary['e2e_p95'] * 1000:.0f} ms, "
+            f"Goodput rate {summary['goodput_rate']:.2f}"
+        )
 
 
 def test_replay_vllm_tool_nodes_are_timed_sleeps(replayed):
@@ -160,9 +184,21 @@ def test_replay_vllm_sigint_marks_the_rest_cancelled(vllm_server, tmp_path):
     trace = poisson_trace(40, rate=2.0, seed=5)  # about 20 s of arrivals
     write_trace(trace, tmp_path / "trace.parquet")
     before = finished_requests(vllm_server.url)
-    proc = subprocess.Popen([*replay_command(), str(tmp_path / "trace.parquet"), "--target", vllm_server.url,
-                             "--out", str(tmp_path / "out")], cwd=ROOT, env=replay_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            *replay_command(),
+            str(tmp_path / "trace.parquet"),
+            "--target",
+            vllm_server.url,
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=ROOT,
+        env=replay_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while finished_requests(vllm_server.url) < before + 3:  # some tasks are done
@@ -170,7 +206,7 @@ def test_replay_vllm_sigint_marks_the_rest_cancelled(vllm_server, tmp_path):
             assert time.monotonic() < deadline, "no request finished within 120 s"
             time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
+        _stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()

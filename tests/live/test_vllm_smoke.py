@@ -36,8 +36,10 @@ def completion_payload(prompt_len=PROMPT_LEN, max_tokens=OUTPUT_LEN, **extra) ->
 def test_models_lists_served_name(vllm_server, capsys):
     assert SERVED_NAME in get_text(vllm_server.url + "/v1/models")
     with capsys.disabled():
-        print(f"\n[live] vLLM ready in {vllm_server.ready_seconds:.1f} s; warm-up request "
-              f"{vllm_server.warmup_seconds * 1000:.0f} ms; log {vllm_server.log_path}")
+        print(
+            f"\n[live] vLLM ready in {vllm_server.ready_seconds:.1f} s; warm-up request "
+            f"{vllm_server.warmup_seconds * 1000:.0f} ms; log {vllm_server.log_path}"
+        )
 
 
 def test_streamed_completion_exact_token_counts(vllm_server, capsys):
@@ -53,8 +55,10 @@ def test_streamed_completion_exact_token_counts(vllm_server, capsys):
     finish = [c["choices"][0].get("finish_reason") for c in res["chunks"]]
     assert finish[-1] == "length"
     with capsys.disabled():
-        print(f"\n[live] {PROMPT_LEN}+{OUTPUT_LEN} tokens, streamed: "
-              f"TTFT {res['ttft'] * 1000:.1f} ms, E2E {res['e2e'] * 1000:.1f} ms")
+        print(
+            f"\n[live] {PROMPT_LEN}+{OUTPUT_LEN} tokens, streamed: "
+            f"TTFT {res['ttft'] * 1000:.1f} ms, E2E {res['e2e'] * 1000:.1f} ms"
+        )
 
 
 def test_streamed_latency_sequential(vllm_server, capsys):
@@ -67,9 +71,11 @@ def test_streamed_latency_sequential(vllm_server, capsys):
         e2es.append(res["e2e"])
     ttft, e2e = statistics.median(ttfts), statistics.median(e2es)
     with capsys.disabled():
-        print(f"\n[live] concurrency 1, n=8, {PROMPT_LEN}+{OUTPUT_LEN} tokens: median TTFT "
-              f"{ttft * 1000:.1f} ms, median E2E {e2e * 1000:.1f} ms "
-              f"(max E2E {max(e2es) * 1000:.1f} ms)")
+        print(
+            f"\n[live] concurrency 1, n=8, {PROMPT_LEN}+{OUTPUT_LEN} tokens: median TTFT "
+            f"{ttft * 1000:.1f} ms, median E2E {e2e * 1000:.1f} ms "
+            f"(max E2E {max(e2es) * 1000:.1f} ms)"
+        )
     # Generous bound: a 2-layer, 128-wide model; busy CI machines are slower, not 100x.
     assert e2e < 5.0
 
@@ -77,24 +83,27 @@ def test_streamed_latency_sequential(vllm_server, capsys):
 def test_priority_field_accepted(vllm_server):
     """Started with --scheduling-policy priority, so a per-request priority is accepted."""
     for priority in (-5, 0, 7):
-        body = post_json(vllm_server.url + "/v1/completions",
-                         completion_payload(max_tokens=4, priority=priority))
+        body = post_json(vllm_server.url + "/v1/completions", completion_payload(max_tokens=4, priority=priority))
         assert body["usage"]["completion_tokens"] == 4
         assert body["usage"]["prompt_tokens"] == PROMPT_LEN
 
 
 def test_chat_completion_uses_chat_template(vllm_server):
-    body = post_json(vllm_server.url + "/v1/chat/completions", {
-        "model": SERVED_NAME,
-        "messages": [{"role": "user", "content": "def add(a, b):"}],
-        "max_tokens": 8, "ignore_eos": True, "temperature": 0.0,
-    })
+    body = post_json(
+        vllm_server.url + "/v1/chat/completions",
+        {
+            "model": SERVED_NAME,
+            "messages": [{"role": "user", "content": "def add(a, b):"}],
+            "max_tokens": 8,
+            "ignore_eos": True,
+            "temperature": 0.0,
+        },
+    )
     assert body["usage"]["completion_tokens"] == 8
     assert body["choices"][0]["message"]["role"] == "assistant"
 
 
 def test_metrics_exposes_scheduler_gauges(vllm_server):
     text = get_text(vllm_server.url + "/metrics")
-    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting",
-                 "vllm:time_to_first_token_seconds"):
+    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:time_to_first_token_seconds"):
         assert name in text, f"{name} missing from /metrics"
