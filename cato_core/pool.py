@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
+from functools import partial
 
 from cato_core.profile import DeviceProfile
 from cato_core.replica import ReplicaState
@@ -129,10 +130,10 @@ class ModelPool:
         choice = self.router.route(r, ready, now)
         if isinstance(choice, Retry):
             self.retrying += 1
-            self.call_later(choice.delay_s, lambda t: self._retry(r, t))
+            self.call_later(choice.delay_s, partial(self._retry, r))
             return
         k = choice.replica
-        r.priority = choice.priority
+        r.priority, r.replica = choice.priority, k
         rec = r.record
         if rec is not None:
             rec.replica, rec.priority, rec.queued_s = k.id, choice.priority, now

@@ -57,7 +57,9 @@ class DeviceProfile(BaseModel):
 
     def step_s(self, tokens: int, prefill_attn: float, decode_ctx: float) -> float:
         """Time of one engine step (see the module docstring for T, A and C)."""
-        return self.linear_s(tokens) + self.prefill_attn_s * prefill_attn + self.decode_ctx_s * decode_ctx
+        # linear_s inlined: the engine asks this for every step it runs
+        linear = max(self.linear_floor_s, self.overhead_s + self.per_token_s * tokens)
+        return linear + self.prefill_attn_s * prefill_attn + self.decode_ctx_s * decode_ctx
 
     def prefill_s(self, prompt_tokens: int) -> float:
         """Isolated prefill of a whole prompt in one step; it ends with the first token."""
@@ -82,7 +84,8 @@ class DeviceProfile(BaseModel):
         Each step adds one token to every sequence, so the context grows by ``seqs`` a step;
         the linear part, max(floor, a + b*seqs), is the same every step.
         """
-        base = self._decode_base_s(seqs, context)
+        # _decode_base_s inlined: the engine asks this for every decode stretch
+        base = max(self.linear_floor_s, self.overhead_s + self.per_token_s * seqs) + self.decode_ctx_s * context
         return steps * base + self.decode_ctx_s * seqs * steps * (steps - 1) / 2
 
     def decode_steps_within(self, seqs: int, context: int, elapsed_s: float) -> int:

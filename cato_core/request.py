@@ -32,4 +32,5 @@ class LLMRequest:
     avoid: frozenset[str] = frozenset()  # replicas that failed it: route elsewhere (live)
     cancelled: bool = False  # its caller gave up: skip it wherever it is held or queued
     record: NodeRecord | None = None  # where the pool writes its routing facts
+    replica: Any = None  # the ReplicaState the pool routed it to
     ref: Any = None  # the driver's handle on the call (its task and node, an HTTP body)

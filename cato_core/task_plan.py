@@ -69,6 +69,8 @@ class TaskPlan:
         self.nodes = tuple(nodes)
         self.graph = SlackGraph([n.after for n in self.nodes])
         self.sources = tuple(n.index for n in self.nodes if not n.after)
+        self.source_nodes = tuple(self.nodes[i] for i in self.sources)
+        self.predecessors = tuple(len(n.after) for n in self.nodes)  # a task run's countdown
         self.streamed = index[t.last_llm]
 
     def baselines(

@@ -61,6 +61,7 @@ class TaskRun:
         "records",
         "_waiting",
         "_left",
+        "finished",
         "done",
     )
 
@@ -78,8 +79,9 @@ class TaskRun:
         self.prompt_tokens, self.output_tokens = prompt_tokens, output_tokens
         self.sla_s, self.deadlines = sla_s, deadlines  # deadlines[i]: D_i of node i
         self.records: list[NodeRecord | None] = [None] * len(plan.nodes)  # None: not started
-        self._waiting = [len(n.after) for n in plan.nodes]  # unfinished predecessors
+        self._waiting = list(plan.predecessors)  # unfinished predecessors, per node
         self._left = len(plan.nodes)  # nodes not done
+        self.finished = False  # every node is done: end the task ok
         self.done = False  # ended (its row was made)
 
     @classmethod
@@ -101,10 +103,9 @@ class TaskRun:
         return cls(task_id, plan, arrival_s, prompt_tokens, output_tokens, sla, deadlines)
 
     # -- the walk ------------------------------------------------------------------------
-    def sources(self) -> list[NodePlan]:
+    def sources(self) -> tuple[NodePlan, ...]:
         """The nodes to start at arrival (those that run after no other)."""
-        nodes = self.plan.nodes
-        return [nodes[i] for i in self.plan.sources]
+        return self.plan.source_nodes
 
     def start_node(self, node: NodePlan, now: float, record: NodeRecord | None = None) -> NodeRecord:
         """Record that ``node`` starts at ``now`` and return its record for the driver to fill.
@@ -114,21 +115,16 @@ class TaskRun:
         driver's own (e.g. a subclass with its fields), stored as given.
         """
         if record is None:
+            # Positional: this runs for every node of every task the simulator runs.
+            # (task_id, node, kind, model, deadline_s, queued_s, replica, priority, slack_s,
+            #  predicted_wait_s, start_s, first_token_s, end_s, prompt_tokens, output_tokens)
             if node.kind == "tool":
-                record = NodeRecord(
-                    self.task_id, node.name, "tool", None, self.deadlines[node.index], queued_s=now, start_s=now
-                )
+                record = NodeRecord(self.task_id, node.name, "tool", None, self.deadlines[node.index], now,
+                                    None, None, None, None, now)  # fmt: skip
             else:
-                record = NodeRecord(
-                    self.task_id,
-                    node.name,
-                    node.kind,
-                    node.model,
-                    self.deadlines[node.index],
-                    queued_s=now,
-                    prompt_tokens=self.prompt_tokens,
-                    output_tokens=self.output_tokens,
-                )
+                record = NodeRecord(self.task_id, node.name, "llm", node.model, self.deadlines[node.index], now,
+                                    None, None, None, None, None, None, None,
+                                    self.prompt_tokens, self.output_tokens)  # fmt: skip
         self.records[node.index] = record
         return record
 
@@ -140,6 +136,7 @@ class TaskRun:
         rec = self.records[index]
         rec.end_s, rec.status = now, "ok"
         self._left -= 1
+        self.finished = self._left == 0
         nodes, waiting = self.plan.nodes, self._waiting
         ready = []
         for j in nodes[index].successors:
@@ -147,11 +144,6 @@ class TaskRun:
             if waiting[j] == 0:
                 ready.append(nodes[j])
         return ready
-
-    @property
-    def finished(self) -> bool:
-        """Every node is done: end the task ``ok``."""
-        return self._left == 0
 
     # -- the books -----------------------------------------------------------------------
     def end(self, now: float, status: str, error: str | None) -> tuple | None:

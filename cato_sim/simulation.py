@@ -174,12 +174,12 @@ class Simulation:
         r.record.first_token_s = now
 
     def on_finish(self, r: LLMRequest, now: float) -> None:
-        self.pools[r.model].call_ended(self._replica_of(r), now)
+        self.pools[r.model].call_ended(r.replica, now)
         run, i = r.ref
         self._node_done(run, i, now)
 
     def on_fail(self, r: LLMRequest, now: float, why: str) -> None:
-        self.pools[r.model].call_ended(self._replica_of(r), now)
+        self.pools[r.model].call_ended(r.replica, now)
         self._fail_node(r, now, why)
 
     def _fail_node(self, r: LLMRequest, now: float, why: str) -> None:
@@ -187,9 +187,6 @@ class Simulation:
         rec = r.record
         rec.end_s, rec.status, rec.error = now, "failed", why
         self._end_task(run, now, "failed", f"node {run.plan.nodes[i].name}: {why}")
-
-    def _replica_of(self, r: LLMRequest) -> ReplicaState:
-        return self.pools[r.model].by_id[r.record.replica]
 
     def _node_done(self, run: TaskRun, i: int, now: float) -> None:
         for node in run.node_done(i, now):

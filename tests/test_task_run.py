@@ -39,7 +39,7 @@ def run_of(plan: TaskPlan | None = None, sla: float = 2.0) -> TaskRun:
 def test_diamond_b_then_c():
     run = run_of()
     a, b, c, d = run.plan.nodes
-    assert run.sources() == [a]
+    assert run.sources() == (a,)
     run.start_node(a, 1.0)
     assert run.node_done(0, 1.125) == [b, c]
     run.start_node(b, 1.125)
