@@ -5,7 +5,9 @@ and Vidur's global scheduler (it owns the queue, so a policy writes only its dec
 the pool owns everything around a routing decision; the router only chooses. It keeps:
 
 - the replicas not yet released, in the order they were asked for, and the ready ones
-  (routable) in that same order, so routing does not depend on which came up first;
+  (routable) in that same order, so routing does not depend on which came up first; the
+  ready list (cato_core.ready_index.ReadyReplicas) also indexes its quiet replicas, which
+  lets the cato router decide without scanning them all;
 - calls held while no replica is ready (released to the router when one becomes ready)
   and calls the router told to retry later (pow2's backoff);
 - the scaler's inputs: ``pending`` is every call of the model the pool holds and no
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from functools import partial
 
 from cato_core.profile import DeviceProfile
+from cato_core.ready_index import ReadyReplicas
 from cato_core.replica import ReplicaState
 from cato_core.request import LLMRequest
 from cato_core.routers.base import Retry, Router
@@ -56,7 +59,8 @@ class ModelPool:
         self.replicas: list[ReplicaState] = []  # not released, in the order asked for
         self.history: list[ReplicaState] = []  # every replica ever asked for
         self.by_id: dict[str, ReplicaState] = {}
-        self.ready: list[ReplicaState] = []  # routable, in the order asked for
+        # routable, in the order asked for; indexes its quiet replicas for the cato router
+        self.ready = ReadyReplicas()
         self.held: list[LLMRequest] = []  # no replica was ready
         self.retrying = 0  # told by the router to try again later
         self._order: dict[str, int] = {}  # replica id -> position in history
@@ -78,7 +82,8 @@ class ModelPool:
         if k.state != "starting":
             return False
         k.mark_ready(now)
-        bisect.insort(self.ready, k, key=lambda x: self._order[x.id])
+        i = bisect.bisect(self.ready, self._order[k.id], key=lambda x: self._order[x.id])
+        self.ready.insert(i, k)  # rebuilds the index (rare: a replica became ready)
         held, self.held = self.held, []
         for r in held:
             self.submit(r, now)

@@ -44,6 +44,9 @@ class ReplicaState:
         self.running = 0
         self.idle_since: float | None = None  # set once ready and empty
         self.driver: Any = None  # the driver's own object for this replica (engine, HTTP client)
+        # the ready list that indexes it (cato_core.ready_index.ReadyReplicas), told of the
+        # changes its index follows: queued while quiet, engine idle, queued sum below zero
+        self.watcher: Any = None
         self._queued_prefill_s = 0.0  # sum of isolated prefill times of queued requests
         self._running_finish_s = 0.0  # sum of expected (isolated) finish times of running ones
         self._running_context = 0  # prompt tokens held by running requests
@@ -66,6 +69,8 @@ class ReplicaState:
     # -- what the driver reports -------------------------------------------------------
 
     def enqueue(self, r: LLMRequest) -> None:
+        if self.watcher is not None and (r.prompt_tokens < 1 or not (self.queue or self.running)):
+            self.watcher.enqueuing(self, r.prompt_tokens)
         r.prefill_est_s = self.profile.prefill_s(r.prompt_tokens)
         self._queued_prefill_s += r.prefill_est_s
         self.queue.push(r)
@@ -77,6 +82,8 @@ class ReplicaState:
         self._queued_prefill_s -= r.prefill_est_s
         if not self.queue:
             self._queued_prefill_s = 0.0  # drop float drift
+        elif self._queued_prefill_s < 0.0 and self.watcher is not None:
+            self.watcher.suspect(self)  # drift took it below zero: W may be < 0
         self.running += 1
         self._running_context += r.prompt_tokens
         r.finish_est_s = now + r.prefill_est_s + self.profile.decode_s(r.prompt_tokens, r.output_tokens)
@@ -89,6 +96,8 @@ class ReplicaState:
         self._running_finish_s -= r.finish_est_s
         if self.running == 0:
             self._running_finish_s = 0.0
+            if self.watcher is not None:
+                self.watcher.engine_idle(self)
         if self.ongoing == 0 and self.state == "ready":
             self.idle_since = now
 
