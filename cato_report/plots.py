@@ -1,4 +1,10 @@
-"""Plots of a run or a comparison of runs, drawn from the result files alone."""
+"""Plots of a run or a comparison of runs, drawn from the result files alone.
+
+matplotlib is imported by the drawing functions, not here: it takes longer to load than a
+small run takes, so code that only needs ``replicas_over_time`` (or a run without plots)
+never pays for it. Figures use the object API on Agg canvases (files only, no display, no
+pyplot state).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cato_report.summary import read_result
 
-def _plt():
-    import matplotlib
 
-    matplotlib.use("Agg")  # files only; no display needed
-    import matplotlib.pyplot as plt
+def _figure(**kw):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    return plt
+    fig = Figure(**kw)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def replicas_over_time(replicas: pd.DataFrame, end: float) -> tuple[np.ndarray, np.ndarray]:
@@ -34,14 +42,14 @@ def replicas_over_time(replicas: pd.DataFrame, end: float) -> tuple[np.ndarray, 
 
 def plot_comparison(runs: dict[str, Path], summaries: dict[str, dict], out: Path) -> list[Path]:
     """Goodput, P95 latency and replicas over time, one colour per set-up."""
-    plt = _plt()
     out.mkdir(parents=True, exist_ok=True)
     names = list(runs)
     types = sorted({t for s in summaries.values() for t in s["by_task_type"]})
     width = 0.8 / max(len(names), 1)
     written = []
 
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig = _figure(figsize=(8, 4))
+    ax = fig.subplots()
     x = np.arange(len(types) + 1)
     for i, n in enumerate(names):
         s = summaries[n]
@@ -55,9 +63,9 @@ def plot_comparison(runs: dict[str, Path], summaries: dict[str, dict], out: Path
     fig.tight_layout()
     written.append(out / "goodput.png")
     fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = _figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("ttft_p95", "e2e_p95"), strict=True):
         x = np.arange(len(types))
         for i, n in enumerate(names):
@@ -70,11 +78,11 @@ def plot_comparison(runs: dict[str, Path], summaries: dict[str, dict], out: Path
     fig.tight_layout()
     written.append(out / "latency_p95.png")
     fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+    fig = _figure(figsize=(8, 3.5))
+    ax = fig.subplots()
     for n, folder in runs.items():
-        reps = pd.read_parquet(folder / "replicas.parquet")
+        reps = read_result(folder / "replicas.parquet", ["asked_s", "released_s"])
         t, count = replicas_over_time(reps, float(summaries[n].get("simulated_s") or reps["released_s"].max()))
         ax.step(t, count, where="post", label=n)
     ax.set_xlabel("time (s)")
@@ -84,5 +92,4 @@ def plot_comparison(runs: dict[str, Path], summaries: dict[str, dict], out: Path
     fig.tight_layout()
     written.append(out / "replicas.png")
     fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
     return written

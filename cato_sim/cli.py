@@ -1,15 +1,22 @@
-"""`cato-sim`: run experiments, make traces, fit device profiles."""
+"""`cato-sim`: run experiments, make traces, fit device profiles.
+
+Start-up time is part of every command: this module imports typer only, and each command
+imports what it uses (rich, pandas, matplotlib...) when it runs, so `--help` and a run with
+`--no-plots` never load matplotlib.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cato_core.errors import InputError, exits_on_input_error
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
 app = typer.Typer(
     help="CATO simulator: SLA-aware routing and scaling of AI-coding tasks.",
@@ -22,9 +29,26 @@ app.add_typer(trace_app, name="trace")
 app.add_typer(profile_app, name="profile")
 
 
+def settle_imports(ctx: typer.Context) -> None:
+    """Hide every object made so far from the cyclic garbage collector (``gc.freeze``).
+
+    Called once a command has imported what it uses, and at exit. The libraries' hundreds of
+    thousands of objects are then no longer walked by each full collection during the run,
+    nor by the collections at interpreter exit (about 0.15 s with pandas loaded). Objects are
+    still freed by reference counting. Only when the command owns its process (``main``
+    says so through the context), never inside a test session that calls the app.
+    """
+    if ctx.obj and ctx.obj.get("own_process"):
+        import gc
+
+        gc.freeze()
+
+
 def progress_bar(console: Console) -> Progress:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     return Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # set-up names as written
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -36,26 +60,38 @@ def progress_bar(console: Console) -> Progress:
 @app.command()
 @exits_on_input_error
 def run(
+    ctx: typer.Context,
     experiment: Annotated[Path, typer.Argument(help="experiment YAML")],
     out: Annotated[Path | None, typer.Option(help="results folder (default results/<name>)")] = None,
     seed: Annotated[int | None, typer.Option(help="overrides the experiment's seed")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override: key.sub=value")] = None,
+    plots: Annotated[bool, typer.Option(help="draw the comparison plots into DIR/plots, after the table")] = True,
 ) -> None:
     """Simulate every set-up of EXPERIMENT on one trace; write tables, summary and plots."""
-    from cato_report.plots import plot_comparison
+    from rich.console import Console
+
     from cato_report.table import summary_table
     from cato_sim.experiment import load_experiment
     from cato_sim.runner import run_experiment
 
     exp, base = load_experiment(experiment, set_ or [])
     out = out or Path("results") / exp.name
-    console = Console(stderr=True)
+    # emoji=False: names print as written (and rich's emoji table is never loaded)
+    console = Console(stderr=True, emoji=False)
+    settle_imports(ctx)
     with progress_bar(console) as progress:
         summaries = run_experiment(exp, base, out, seed, progress=progress)
+    # The table first, at once; the plots take longer to draw than the run's tail.
+    title = f"{exp.name} (seed {next(iter(summaries.values()))['seed']})"
+    Console(emoji=False).print(summary_table(summaries, title=title))
+    if not plots:
+        console.print(f"results: {out}", markup=False)
+        return
+    from cato_report.plots import plot_comparison
+
     runs = {n: (out / n if len(summaries) > 1 else out) for n in summaries}
-    plots = plot_comparison(runs, summaries, out / "plots")
-    Console().print(summary_table(summaries, title=f"{exp.name} (seed {next(iter(summaries.values()))['seed']})"))
-    console.print(f"results: {out}  plots: {', '.join(p.name for p in plots)}")
+    written = plot_comparison(runs, summaries, out / "plots")
+    console.print(f"results: {out}  plots: {', '.join(p.name for p in written)}", markup=False)
 
 
 @app.command()
@@ -83,6 +119,7 @@ def sweep(
 
     Exit code 1 when a run failed (the others still run; see DIR/failures.json).
     """
+    from rich.console import Console
     from rich.table import Table
 
     from cato_report.sweep_plots import goodput_table, plot_sweep
@@ -133,6 +170,8 @@ def reproduce(
     report_only: Annotated[bool, typer.Option(help="rewrite the report from existing sweeps")] = False,
 ) -> None:
     """Run the paper's experiments as sweeps and write the reproduction report."""
+    from rich.console import Console
+
     from cato_sim.reproduce import run_all, write_report
 
     root = Path(__file__).resolve().parents[1]
@@ -258,4 +297,9 @@ def profile_build_shipped(
 
 
 def main() -> None:
-    app()
+    import gc
+
+    try:
+        app(obj={"own_process": True})
+    finally:
+        gc.freeze()  # nothing left to collect: spare the exit its walk over every object

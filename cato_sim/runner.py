@@ -17,11 +17,10 @@ import pandas as pd
 from cato_core.errors import InputError
 from cato_core.profile import load_profile
 from cato_core.provenance import versions
-from cato_report.summary import summarize
+from cato_report.summary import summarize_files
 from cato_sim.experiment import Experiment, Setup
 from cato_sim.simulation import Simulation
 from cato_traces.files import read_trace, write_trace
-from cato_traces.generate import generate_trace
 
 VERSIONED = ("cato", "simpy", "numpy", "pandas", "pyarrow", "pydantic")
 
@@ -41,6 +40,8 @@ def build_trace(exp: Experiment, base_dir: Path, seed: int) -> pd.DataFrame:
         path = Path(spec.path)
         df = read_trace(path if path.is_absolute() else base_dir / path, set(exp.task_types))
     else:
+        from cato_traces.generate import generate_trace
+
         g = spec.generate
         df = generate_trace(
             rate=g.rate, duration_s=g.duration_s, num_tasks=g.num_tasks, mix=g.mix, seed=seed, lengths=g.lengths
@@ -49,7 +50,7 @@ def build_trace(exp: Experiment, base_dir: Path, seed: int) -> pd.DataFrame:
         df = df.iloc[: spec.limit]
     if spec.time_scale != 1.0:
         df = df.assign(arrival_s=df["arrival_s"] * spec.time_scale)
-    unknown = sorted(set(df["task_type"]) - set(exp.task_types))
+    unknown = sorted(set(df["task_type"].unique()) - set(exp.task_types))
     if unknown:
         raise InputError(
             str(spec.path or "trace.generate"), "task_type", f"one of {sorted(exp.task_types)} (got {unknown[0]!r})"
@@ -71,8 +72,6 @@ def run_setup(
     sim = Simulation(exp, setup, trace, out, seed, on_task_done=on_task_done)
     end = sim.run()
     wall = time.perf_counter() - t0
-    tasks = pd.read_parquet(out / "tasks.parquet")
-    replicas = pd.read_parquet(out / "replicas.parquet")
     acc = {m: p.accelerators_per_replica for m, p in sim.profiles.items()}
     summary = {
         "experiment": exp.name,
@@ -82,7 +81,7 @@ def run_setup(
         "wall_s": wall,
         "simulated_s": end,
         "config": {**exp.model_dump(mode="json", exclude={"setups"}), "setup": setup.model_dump(mode="json")},
-        **summarize(tasks, replicas, acc),
+        **summarize_files(out / "tasks.parquet", out / "replicas.parquet", acc),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -49,7 +49,8 @@ def read_trace(path: str | Path, task_types: set[str] | None = None) -> pd.DataF
     if not Path(path).is_file():
         raise InputError(src, "trace", "an existing parquet file")
     try:
-        df = pq.read_table(path).to_pandas()
+        with pq.ParquetFile(path) as f:  # one file: no dataset layer (pq.read_table imports it)
+            df = f.read().to_pandas()
     except (pa.ArrowInvalid, OSError) as e:
         raise InputError(src, "trace", f"a readable parquet file ({e.__class__.__name__})") from None
     for col in REQUIRED:
@@ -71,7 +72,7 @@ def read_trace(path: str | Path, task_types: set[str] | None = None) -> pd.DataF
     if "sla_s" in df and (df["sla_s"].dropna() <= 0).any():
         raise InputError(src, "sla_s", "seconds > 0 where given")
     if task_types is not None:
-        unknown = sorted(set(df["task_type"]) - task_types)
+        unknown = sorted(set(df["task_type"].unique()) - task_types)
         if unknown:
             raise InputError(src, "task_type", f"one of {sorted(task_types)} (got {unknown[0]!r})")
     df["task_id"] = df["task_id"].astype(str)

@@ -234,3 +234,28 @@ def test_live_commands_on_a_binary_deploy_file(tmp_path, kind):
     for args in (["serve", deploy], ["replay", tmp_path / "t.parquet", "--out", tmp_path / "out", "--deploy", deploy]):
         line = assert_one_line_exit_2(run_module("cato_live", *args), deploy)
         assert "deploy: a UTF-8 YAML text file (byte 0x" in line
+
+
+def test_run_with_no_plots_writes_no_plots_folder(tmp_path):
+    res = invoke("run", ROOT / "experiments/quickstart.yaml", "--out", tmp_path, "--no-plots", *SMALL)
+    assert res.exit_code == 0, res.output
+    assert not (tmp_path / "plots").exists()
+    assert (tmp_path / "cato" / "summary.json").is_file() and "Goodput rate" in res.stdout
+
+
+def test_the_cli_and_a_run_without_plots_never_import_matplotlib(tmp_path):
+    """Start-up time: matplotlib is loaded by plotting only (and pandas not by the CLI module)."""
+    code = f"""
+import sys
+import cato_sim.cli
+assert not {{"matplotlib", "pandas"}} & set(sys.modules), sorted(sys.modules)
+try:
+    cato_sim.cli.app(["run", {str(ROOT / "experiments/quickstart.yaml")!r}, "--out", {str(tmp_path)!r},
+                      "--no-plots", *{SMALL!r}])
+except SystemExit as e:
+    assert e.code == 0, e.code
+assert "matplotlib" not in sys.modules
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "cato" / "tasks.parquet").is_file()
