@@ -16,6 +16,18 @@ cores. With one core everything shares it.
 
 Uses CATO_VLLM_PYTHON and CATO_TINY_MODEL (default: the Makefile's .vllm-venv and
 .cache/tiny-model).
+
+Many-replica mode (``--replicas 10,1000``): no vLLM; one stub OpenAI server process
+(bench/stub_openai.py: streams the requested max_tokens chunks at once, no model) stands in
+for every replica, each replica its own URL under a path prefix (``http://127.0.0.1:P/r17``),
+which the ``static`` provisioner and the gateway take as a replica of its own (its own client
+session and connections). One gateway per replica count (router cato, scaler fixed), all up
+at once; each round goes straight to the stub, then through each gateway (their order
+alternating by round). Prints per path p50/p99 TTFT and E2E, each gateway's added latency
+over the stub and its CPU per call, how many replicas took calls and its RSS, and the ratios
+last/first count (1000/10). The stub is on core 0, the gateways and the load on core 1.
+
+    python bench/gateway_overhead.py --replicas 10,1000 [--rates 50,100] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -98,12 +110,151 @@ def pct(a: np.ndarray, q: float) -> float:
     return float(np.percentile(a, q)) * 1e3
 
 
+def wait_health(url: str, proc: subprocess.Popen, timeout_s: float, path: str = "/health") -> None:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited with code {proc.returncode} before it answered")
+        try:
+            if httpx.get(url + path, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer {path} within {timeout_s:g} s")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def many_replicas(args) -> None:
+    """The gateway with few vs many replicas, all of them one stub server (see the docstring)."""
+    counts = [int(n) for n in args.replicas.split(",")]
+    cores = sorted(os.sched_getaffinity(0))
+    stub_cores, gateway_cores = ({cores[0]}, {cores[1]}) if len(cores) > 1 else (set(cores), set(cores))
+    os.sched_setaffinity(0, gateway_cores)  # this load generator and the gateways (children)
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            stub_port = free_port()
+            stub = subprocess.Popen(
+                [sys.executable, str(ROOT / "bench/stub_openai.py"), "--port", str(stub_port)],
+                cwd=ROOT,
+            )
+            os.sched_setaffinity(stub.pid, stub_cores)  # before it starts any thread
+            procs.append(stub)
+            stub_url = f"http://127.0.0.1:{stub_port}"
+            wait_health(stub_url, stub, 30, "/v1/models")
+            gateways: dict[int, tuple[subprocess.Popen, str]] = {}
+            for n in counts:
+                port = free_port()
+                deploy = {
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "router": "cato",
+                    "scaler": "fixed",
+                    "default_task_type": "completion",
+                    "models": {
+                        SERVED: {
+                            "profile": "codellama-7b_a100",
+                            "served_model": SERVED,
+                            "replicas": n,
+                            "max_num_seqs": 256,
+                        }
+                    },
+                    "provisioner": {"kind": "static", "models": {SERVED: [f"{stub_url}/r{i}" for i in range(n)]}},
+                }
+                path = Path(tmp) / f"deploy-{n}.yaml"
+                path.write_text(yaml.safe_dump(deploy))
+                gw = subprocess.Popen(
+                    [sys.executable, "-m", "cato_live", "serve", str(path), "--log-level", "warning"],
+                    cwd=ROOT,
+                    env={**os.environ, "PYTHONPATH": str(ROOT)},
+                )
+                procs.append(gw)
+                gateways[n] = (gw, f"http://127.0.0.1:{port}")
+            for n, (gw, url) in gateways.items():
+                t0 = time.monotonic()
+                wait_health(url, gw, 300)
+                print(f"gateway with {n} replicas: {url}, up {time.monotonic() - t0:.1f} s after the wait began")
+            print(
+                f"stub {stub_url} on cores {sorted(stub_cores)}; gateways (router cato, scaler fixed) and load on "
+                f"cores {sorted(gateway_cores)}; {args.seconds:g} s per path and rate in {args.rounds} alternating "
+                f"rounds; 32-token prompts, 8 streamed tokens; times in ms"
+            )
+            print(f"{'rate/s':>6} {'path':<10} {'n':>5} {'TTFT p50':>9} {'TTFT p99':>9} {'E2E p50':>8} {'E2E p99':>8}")
+            task = {"X-CATO-Task": "completion"}
+            direct_url = stub_url + "/r0"
+            for rate in (float(r) for r in args.rates.split(",")):
+                for _, url in gateways.values():
+                    asyncio.run(phase(url, rate, 3.0, 99, task))  # warm-up
+                slice_s = args.seconds / args.rounds
+                direct: list[np.ndarray] = []
+                via: dict[int, list[np.ndarray]] = {n: [] for n in counts}
+                cpu = dict.fromkeys(counts, 0.0)
+                for k in range(args.rounds):
+                    direct.append(asyncio.run(phase(direct_url, rate, slice_s, k, {})))
+                    for n in counts if k % 2 == 0 else counts[::-1]:
+                        gw, url = gateways[n]
+                        before = cpu_s(gw.pid)
+                        via[n].append(asyncio.run(phase(url, rate, slice_s, k, task)))
+                        cpu[n] += cpu_s(gw.pid) - before
+                d = np.concatenate(direct)
+                rows = {"direct": d} | {f"gw {n}": np.concatenate(via[n]) for n in counts}
+                for name, a in rows.items():
+                    print(
+                        f"{rate:>6g} {name:<10} {len(a):>5} {pct(a[:, 0], 50):>9.2f} {pct(a[:, 0], 99):>9.2f} "
+                        f"{pct(a[:, 1], 50):>8.2f} {pct(a[:, 1], 99):>8.2f}"
+                    )
+                figures: dict[int, dict[str, float]] = {}
+                for n in counts:
+                    a = rows[f"gw {n}"]
+                    f = figures[n] = {"cpu_ms": 1e3 * cpu[n] / len(a)}
+                    for col, metric in ((0, "TTFT"), (1, "E2E")):
+                        for q in (50, 99):
+                            f[f"{metric} p{q}"] = pct(a[:, col], q) - pct(d[:, col], q)
+                    print(
+                        f"{rate:>6g} gw {n:<7} added TTFT p50 {f['TTFT p50']:+.2f} p99 {f['TTFT p99']:+.2f}, "
+                        f"E2E p50 {f['E2E p50']:+.2f} p99 {f['E2E p99']:+.2f} ms; CPU {f['cpu_ms']:.2f} ms per call "
+                        f"({cpu[n] / args.seconds:.0%} of a core)"
+                    )
+                lo, hi = counts[0], counts[-1]
+                if lo != hi:
+                    ratios = ", ".join(
+                        f"{key} {figures[hi][key] / figures[lo][key]:.2f}" if figures[lo][key] > 0 else f"{key} n/a"
+                        for key in ("cpu_ms", "TTFT p50", "TTFT p99", "E2E p50", "E2E p99")
+                    )
+                    print(f"{rate:>6g} ratio {hi}/{lo}: CPU per call and added latency: {ratios}")
+            for n, (gw, url) in gateways.items():
+                table = httpx.get(url + "/v1/cato/replicas", timeout=30).json()["replicas"]
+                used = sum(1 for r in table if r["requests"] > 0)
+                print(f"gateway with {n} replicas: {used} took calls; RSS {rss_mb(gw.pid):.0f} MB")
+        finally:
+            for p in reversed(procs):
+                p.terminate()
+            for p in reversed(procs):
+                try:
+                    p.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", default="50,100")
     ap.add_argument("--seconds", type=float, default=10.0, help="per path and rate")
     ap.add_argument("--rounds", type=int, default=5, help="alternations of direct and gateway")
+    ap.add_argument(
+        "--replicas", help="many-replica mode: replica counts served by one stub server, e.g. 10,1000 (no vLLM)"
+    )
     args = ap.parse_args()
+    if args.replicas:
+        many_replicas(args)
+        return
     python = os.environ.get("CATO_VLLM_PYTHON", str(ROOT / ".vllm-venv/bin/python"))
     model = os.environ.get("CATO_TINY_MODEL", str(ROOT / ".cache/tiny-model"))
     cores = sorted(os.sched_getaffinity(0))
