@@ -13,14 +13,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from cato_core.routers import make_router
 from cato_core.scalers import make_scaler
 from cato_live.deploy import Deploy
 from cato_live.gateway.live_pool import LivePool, LiveReplica
 from cato_live.gateway.prometheus import GatewayMetrics
-from cato_live.gateway.replica_client import replica_session
+from cato_live.gateway.replica_client import model_connector, replica_session
 from cato_live.provisioners.base import Provisioner
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("cato_live.gateway.fleet")
 
@@ -52,6 +56,7 @@ class Fleet:
         }
         self._numbers = dict.fromkeys(deploy.models, 0)
         self._tasks: set[asyncio.Task] = set()
+        self._connectors: dict[str, aiohttp.TCPConnector] = {}  # per model, shared by its replicas
         self.started = self.closed = False
 
     def now(self) -> float:
@@ -89,6 +94,9 @@ class Fleet:
                     await rep.client.close()
                 if rep.state.state != "released":
                     rep.state.release(self.now())
+        connectors, self._connectors = list(self._connectors.values()), {}
+        for connector in connectors:
+            await connector.close()
         await self.provisioner.close()
 
     def rows(self) -> list[dict]:
@@ -121,9 +129,17 @@ class Fleet:
         if rep.state.state == "released":  # released while it was starting
             self._stop_later(rep)
             return True, rep
-        pool.mark_ready(rep, handle, replica_session(self.deploy.models[pool.model]))
+        pool.mark_ready(rep, handle, self._session(pool.model))
         log.info("replica %s ready at %s after %.1f s", rep.id, handle.base_url, rep.state.ready_s - rep.state.asked_s)
         return True, rep
+
+    def _session(self, model: str) -> aiohttp.ClientSession:
+        """A new replica's session, on its model's shared connection pool."""
+        spec = self.deploy.models[model]
+        connector = self._connectors.get(model)
+        if connector is None or connector.closed:
+            connector = self._connectors[model] = model_connector(spec)
+        return replica_session(spec, connector)
 
     def _stop_later(self, rep: LiveReplica) -> None:
         """A released or failed replica: close its client and let the provisioner stop it."""
