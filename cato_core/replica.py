@@ -20,6 +20,10 @@ from cato_core.request_queue import RequestQueue
 
 State = Literal["starting", "ready", "draining", "released"]
 
+# The fields of ReplicaState.row: cato_core.results.REPLICAS's names, in order (checked by
+# the tests; the gateway does not import pyarrow for them).
+REPLICA_FIELDS = ("replica_id", "model", "machine", "asked_s", "ready_s", "released_s", "busy_s", "requests")
+
 
 class ReplicaState:
     def __init__(
@@ -65,6 +69,13 @@ class ReplicaState:
     def release(self, now: float) -> None:
         self.state = "released"
         self.released_s = now
+
+    def row(self, machine: int, busy_s: float, end: float | None) -> tuple:
+        """The replicas.parquet row (REPLICA_FIELDS): provisioned until released, else until
+        ``end`` (the run's end; None live, while it still runs). ``machine`` and ``busy_s``
+        (time with at least one sequence running) are the driver's."""
+        released = self.released_s if self.released_s is not None else end
+        return (self.id, self.model, machine, self.asked_s, self.ready_s, released, busy_s, self.requests)
 
     # -- what the driver reports -------------------------------------------------------
 

@@ -248,19 +248,7 @@ class Simulation:
         self._write_replica(replica, k.released_s)
 
     def _write_replica(self, replica: _Replica, end: float) -> None:
-        s = replica.state
-        self.replica_rows.add(
-            (
-                s.id,
-                s.model,
-                replica.machine,
-                s.asked_s,
-                s.ready_s,
-                s.released_s if s.released_s is not None else end,
-                replica.engine.busy_until_now(end),
-                s.requests,
-            )
-        )
+        self.replica_rows.add(replica.state.row(replica.machine, replica.engine.busy_until_now(end), end))
 
     def _close(self, end: float) -> None:
         for run in list(self.open.values()):

@@ -6,7 +6,8 @@ Times are multiples of 1/8 s, so every difference below is exact in floats."""
 from __future__ import annotations
 
 from cato_core.node_record import NodeRecord
-from cato_core.results import NODES, STATUSES, TASKS
+from cato_core.replica import REPLICA_FIELDS
+from cato_core.results import NODES, REPLICAS, STATUSES, TASKS
 from cato_core.task_plan import TaskPlan
 from cato_core.task_run import MET_TOLERANCE_S, TASK_FIELDS, TaskRun, met
 from cato_core.tasks import Node, Sla, TaskType, ToolTime, default_task_types
@@ -245,6 +246,7 @@ def test_ttft_task_met_with_e2e_over_its_sla():
 
 def test_rows_match_the_result_schema():
     assert tuple(TASKS.names) == TASK_FIELDS
+    assert tuple(REPLICAS.names) == REPLICA_FIELDS
     assert STATUSES == ("ok", "failed", "timeout", "cancelled")
     run = run_of()
     for s in STATUSES:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from cato_core.pool import ModelPool
 from cato_core.profile import DeviceProfile
-from cato_core.replica import ReplicaState
+from cato_core.replica import REPLICA_FIELDS, ReplicaState
 from cato_core.request import LLMRequest
 from cato_core.routers import Router
 from cato_core.scalers import Scaler
@@ -79,17 +79,11 @@ class LiveReplica:
             self._busy_since = None
 
     def row(self, now: float) -> dict:
+        """Its replicas.parquet row (released_s None while it runs) and what the gateway adds."""
         busy = self.busy_s + (now - self._busy_since if self._busy_since is not None else 0.0)
         h, s = self.handle, self.state
         return {
-            "replica_id": self.id,
-            "model": s.model,
-            "machine": h.machine if h else 0,
-            "asked_s": s.asked_s,
-            "ready_s": s.ready_s,
-            "released_s": s.released_s,
-            "busy_s": busy,
-            "requests": s.requests,
+            **dict(zip(REPLICA_FIELDS, s.row(h.machine if h else 0, busy, None), strict=True)),
             "state": "failed" if self.failed else s.state,
             "url": h.base_url if h else None,
             "error": self.failed,
