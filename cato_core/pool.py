@@ -58,7 +58,6 @@ class ModelPool:
         self.call_later, self.dispatch, self.reject, self.on_released = call_later, dispatch, reject, on_released
         self.replicas: list[ReplicaState] = []  # not released, in the order asked for
         self.history: list[ReplicaState] = []  # every replica ever asked for
-        self.by_id: dict[str, ReplicaState] = {}
         # routable, in the order asked for; indexes its quiet replicas for the cato router
         self.ready = ReadyReplicas()
         self.held: list[LLMRequest] = []  # no replica was ready
@@ -74,7 +73,6 @@ class ModelPool:
         self._order[replica_id] = len(self.history)
         self.replicas.append(k)
         self.history.append(k)
-        self.by_id[replica_id] = k
         return k
 
     def mark_ready(self, k: ReplicaState, now: float) -> bool:

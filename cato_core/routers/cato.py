@@ -102,20 +102,8 @@ class CatoRouter:
             w, i = min(waits)
             return Route(replicas[i], VIOLATED, w)
         n = len(replicas)
-        self._turn = (self._turn + 1) % n if n else 0
-        best, best_e, best_w = replicas[0], float("inf"), 0.0
-        fit, fit_key = None, (float("inf"), float("inf"))
-        for i in range(n):
-            k = replicas[(self._turn + i) % n]
-            w = k.wait_s(now)
-            e = w + k.service_s(r)
-            if e < best_e:
-                best, best_e, best_w = k, e, w
-            if e <= slack and (w, e) < fit_key:
-                fit, fit_key = k, (w, e)
-        if fit is None:
-            return Route(best, AT_RISK, best_w)
-        return Route(fit, ON_TIME, fit_key[0])
+        turn = self._turn = (self._turn + 1) % n if n else 0
+        return _choose(r, [replicas[(turn + i) % n] for i in range(n)], slack, now)
 
     def _route_indexed(self, r: LLMRequest, ready: ReadyReplicas, now: float) -> Route | None:
         """route_scan's decision from the quiet index, or None when it cannot be proved."""
@@ -149,17 +137,23 @@ class CatoRouter:
             return None  # a busy replica might tie the quiet ones
         # The scan over q and the suspects, in the scan's own order from `turn`.
         order = sorted({(first - turn) % n} | {(ready.position(k) - turn) % n for k in suspects})
-        best, best_e, best_w = q, float("inf"), 0.0
-        fit, fit_key = None, (float("inf"), float("inf"))
-        for d in order:
-            k = ready[(turn + d) % n]
-            w = k.wait_s(now)
-            e = w + k.service_s(r)
-            if e < best_e:
-                best, best_e, best_w = k, e, w
-            if e <= slack and (w, e) < fit_key:
-                fit, fit_key = k, (w, e)
         self._turn = turn
-        if fit is None:
-            return Route(best, AT_RISK, best_w)
-        return Route(fit, ON_TIME, fit_key[0])
+        return _choose(r, [ready[(turn + d) % n] for d in order], slack, now)
+
+
+def _choose(r: LLMRequest, candidates: list[ReplicaState], slack: float, now: float) -> Route:
+    """Algorithm 1 for slack > 0 over ``candidates`` in the scan's rotated order: the least
+    (W, E) among those with E <= slack (on time), else the least E (at risk); the first
+    candidate wins a tie."""
+    best, best_e, best_w = candidates[0], float("inf"), 0.0
+    fit, fit_key = None, (float("inf"), float("inf"))
+    for k in candidates:
+        w = k.wait_s(now)
+        e = w + k.service_s(r)
+        if e < best_e:
+            best, best_e, best_w = k, e, w
+        if e <= slack and (w, e) < fit_key:
+            fit, fit_key = k, (w, e)
+    if fit is None:
+        return Route(best, AT_RISK, best_w)
+    return Route(fit, ON_TIME, fit_key[0])

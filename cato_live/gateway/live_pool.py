@@ -216,7 +216,3 @@ class LivePool:
         rep.idle(now)
         if s.state != "released":
             self.pump(rep)
-
-    def in_gateway(self) -> int:
-        """Calls of this model anywhere in the gateway: held, queued or in flight."""
-        return self.core.in_flight()

@@ -47,7 +47,7 @@ class _PoolCollector:
             for rep in pool.replicas:
                 queue.add_metric([pool.model, rep.id], rep.state.queued)
                 running.add_metric([pool.model, rep.id], rep.state.running)
-            in_flight.add_metric([pool.model], pool.in_gateway())
+            in_flight.add_metric([pool.model], pool.core.in_flight())
             pending.add_metric([pool.model], pool.core.pending)
             counts = dict.fromkeys(STATES, 0)
             for rep in pool.history:
