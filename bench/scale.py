@@ -26,7 +26,7 @@ Then the small case: the plain Azure code trace on 4 replicas, same set-ups, eac
 whole `cato-sim run` process (imports, tables and plots included): wall time and peak RSS.
 
     python bench/scale.py [--tasks 1000000] [--replicas 1000] [--routers cato,pow2,round_robin]
-    python bench/scale.py --tasks 20000      # a quick look (today's cato router scans every replica)
+    python bench/scale.py --tasks 20000      # a quick look
 """
 
 from __future__ import annotations

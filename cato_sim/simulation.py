@@ -11,7 +11,10 @@ runs are independent objects.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,24 @@ from cato_core.task_run import TaskRun
 from cato_sim.cluster import Cluster
 from cato_sim.engine import Engine
 from cato_sim.experiment import Experiment, Setup
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the run, back as it was after.
+
+    A run allocates millions of short-lived objects, all freed by reference counting; the
+    collector finds almost no cycles among them (909 objects in a 100,000-task run) but
+    walks the young objects at every 700 allocations and, now and then, the whole heap:
+    40% of the wall time of that run (bench/scale.py). Results do not depend on it.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class _Replica:
@@ -86,9 +107,10 @@ class Simulation:
     # -- the run -----------------------------------------------------------------------
     def run(self) -> float:
         """Simulate to the last task (or the drain horizon); returns the simulated end time."""
-        self.start()
-        self.env.run(until=self.stop)
-        return self.finish()
+        with _collector_paused():
+            self.start()
+            self.env.run(until=self.stop)
+            return self.finish()
 
     def start(self) -> None:
         """Place the initial replicas and schedule arrivals and scaling; ``stop`` ends the run."""

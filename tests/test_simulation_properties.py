@@ -144,3 +144,25 @@ def test_two_simulations_side_by_side_do_not_share_state(tmp_path):
     b.finish()
     assert (tmp_path / "alone/tasks.parquet").read_bytes() == (tmp_path / "a/tasks.parquet").read_bytes()
     assert (tmp_path / "a/tasks.parquet").read_bytes() != (tmp_path / "b/tasks.parquet").read_bytes()
+
+
+def test_a_run_leaves_the_garbage_collector_as_it_found_it(tmp_path):
+    """Simulation.run pauses Python's cyclic collector for speed; afterwards it is back on,
+    or still off if the caller had turned it off."""
+    import gc
+
+    exp = experiment("cato", "fixed", replicas=1)
+    trace = frame([(0.0, "completion", 50, 5), (0.1, "completion", 60, 5)])
+    seen = []
+    sim = Simulation(
+        exp, exp.setups[0], trace, tmp_path / "on", seed=0, on_task_done=lambda: seen.append(gc.isenabled())
+    )
+    assert gc.isenabled()
+    sim.run()
+    assert seen == [False, False] and gc.isenabled()
+    gc.disable()
+    try:
+        Simulation(exp, exp.setups[0], trace, tmp_path / "off", seed=0).run()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
