@@ -2,7 +2,7 @@
 
 Output, per set-up (DIR itself for one set-up, DIR/<setup> for several):
 tasks/nodes/replicas.parquet and summary.json (resolved config, seed, versions, wall time,
-figures). DIR/trace.parquet is the trace every set-up saw; DIR/plots/*.png compare them.
+figures, and how well the router's predicted waits matched the waits: wait_prediction). DIR/trace.parquet is the trace every set-up saw; DIR/plots/*.png compare them.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from cato_core.errors import InputError
 from cato_core.profile import load_profile
 from cato_core.provenance import versions
 from cato_report.summary import summarize_files
+from cato_report.wait_prediction import wait_prediction
 from cato_sim.experiment import Experiment, Setup
 from cato_sim.simulation import Simulation
 from cato_traces.files import read_trace, write_trace
@@ -82,6 +83,7 @@ def run_setup(
         "simulated_s": end,
         "config": {**exp.model_dump(mode="json", exclude={"setups"}), "setup": setup.model_dump(mode="json")},
         **summarize_files(out / "tasks.parquet", out / "replicas.parquet", acc),
+        "wait_prediction": wait_prediction(out / "nodes.parquet"),  # how well W_k foresaw the waits
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

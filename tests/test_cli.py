@@ -47,6 +47,16 @@ def test_run_writes_tables_summary_plots_per_setup(tmp_path):
                 "e2e_p99",
             }
             assert fig["tasks"] == (tasks["task_type"] == t).sum()
+        # the router's wait predictions against the waits, over the LLM calls that ran
+        nodes = pd.read_parquet(d / "nodes.parquet")
+        ran = nodes[(nodes["kind"] == "llm") & nodes["wait_s"].notna() & nodes["predicted_wait_s"].notna()]
+        err = (ran["predicted_wait_s"] - ran["wait_s"]).abs()
+        assert s["wait_prediction"] == {
+            "median_abs_err_s": pytest.approx(err.median()),
+            "median_abs_rel_err": pytest.approx((err / ran["wait_s"].clip(lower=0.01)).median()),
+            "calls": len(ran),
+        }
+        assert len(ran) == (nodes["kind"] == "llm").sum() > 0
     for png in ("goodput.png", "latency_p95.png", "replicas.png"):
         assert (tmp_path / "plots" / png).stat().st_size > 1000
     assert "Goodput rate" in res.stdout

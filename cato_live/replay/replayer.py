@@ -439,6 +439,7 @@ def write_summary(out: Path, args: dict, cfg: ReplayConfig, result: ReplayResult
     import json
 
     from cato_report.summary import summarize
+    from cato_report.wait_prediction import wait_prediction
 
     tasks = pd.read_parquet(out / "tasks.parquet")
     replicas = pd.read_parquet(out / "replicas.parquet")
@@ -459,6 +460,7 @@ def write_summary(out: Path, args: dict, cfg: ReplayConfig, result: ReplayResult
             "task_types": {k: t.model_dump(mode="json") for k, t in cfg.task_types.items()},
         },
         **summarize(tasks, replicas, acc),
+        "wait_prediction": wait_prediction(out / "nodes.parquet"),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
