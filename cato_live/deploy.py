@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from cato_core.errors import InputError
+from cato_core.presets import resolve_preset
 from cato_core.profile import DeviceProfile, load_profile
 from cato_core.routers import ROUTERS
 from cato_core.scalers import SCALERS
@@ -78,6 +79,7 @@ class Deploy(Strict):
     port: int = Field(default=8000, ge=0, le=65535)  # 0: any free port
     token: str | None = None  # bearer token clients must send (None: no auth)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    preset: str | None = None  # a named baseline (cato_core.presets): router, scaler, params
     router: str = "cato"
     router_params: dict[str, Any] = Field(default_factory=dict)
     scaler: str = "fixed"
@@ -103,6 +105,11 @@ class Deploy(Strict):
     @property
     def base(self) -> Path:
         return self._base
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, tree: Any) -> Any:
+        return resolve_preset(tree) if isinstance(tree, dict) else tree
 
     @model_validator(mode="after")
     def _consistent(self) -> Deploy:

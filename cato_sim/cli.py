@@ -57,6 +57,20 @@ def progress_bar(console: Console) -> Progress:
     )
 
 
+def versus_strongest(summaries: dict[str, dict]) -> str | None:
+    """The ``cato`` set-up against the strongest other one: the highest Goodput rate, then
+    the fewer replica-seconds. None without a ``cato`` set-up and another."""
+    others = {n: s for n, s in summaries.items() if n != "cato"}
+    if "cato" not in summaries or not others:
+        return None
+    best = max(others, key=lambda n: (others[n]["goodput_rate"], -others[n]["replica_seconds"]))
+    cato, base = summaries["cato"]["goodput_rate"], others[best]["goodput_rate"]
+    return (
+        f"cato vs the strongest baseline, {best}: Goodput rate {cato:.1%} vs {base:.1%} "
+        f"({100 * (cato - base):+.1f} points)"
+    )
+
+
 @app.command()
 @exits_on_input_error
 def run(
@@ -84,6 +98,9 @@ def run(
     # The table first, at once; the plots take longer to draw than the run's tail.
     title = f"{exp.name} (seed {next(iter(summaries.values()))['seed']})"
     Console(emoji=False).print(summary_table(summaries, title=title))
+    headline = versus_strongest(summaries)
+    if headline:
+        Console(emoji=False).print(headline, markup=False)
     if not plots:
         console.print(f"results: {out}", markup=False)
         return
@@ -100,7 +117,10 @@ def sweep(
     experiment: Annotated[Path | None, typer.Argument(help="experiment YAML (not with --plots-only)")] = None,
     rates: Annotated[str | None, typer.Option(help="arrival rates in tasks/s, e.g. 0.67,1.33,2")] = None,
     policies: Annotated[
-        str, typer.Option(help="set-up names of the experiment, or built-ins cato, rayserve, round_robin")
+        str,
+        typer.Option(
+            help="set-up names of the experiment, or built-ins (cato_core.presets): cato, rayserve, rayserve_llm, rayserve_vllm_example, round_robin"
+        ),
     ] = "cato,rayserve,round_robin",
     seeds: Annotated[int, typer.Option(help="seeds per (policy, rate)")] = 1,
     workers: Annotated[

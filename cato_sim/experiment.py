@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cato_core.errors import InputError
+from cato_core.presets import resolve_preset
 from cato_core.routers import ROUTERS
 from cato_core.scalers import SCALERS
 from cato_core.tasks import TaskType, default_task_types, merge_task_types
@@ -63,16 +64,27 @@ class ClusterSpec(Strict):
 
 
 class Setup(Strict):
-    """One policy set-up to run on the trace."""
+    """One policy set-up to run on the trace: a router and a scaler with their params, or a
+    named baseline, ``preset:`` (cato_core.presets: cato, round_robin, rayserve,
+    rayserve_llm, rayserve_vllm_example), whose router and scaler it fills in and whose
+    params its own ``router_params``/``scaler_params`` override key by key."""
 
     name: str
-    router: str
+    preset: str | None = None
+    router: str = ""  # required unless a preset gives it
     scaler: str = "fixed"
     router_params: dict[str, Any] = Field(default_factory=dict)
     scaler_params: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, tree: Any) -> Any:
+        return resolve_preset(tree) if isinstance(tree, dict) else tree
+
     @model_validator(mode="after")
     def _known(self) -> Setup:
+        if not self.router:
+            raise ValueError("give a router or a preset")
         if self.router not in ROUTERS:
             raise ValueError(f"unknown router {self.router!r}; expected one of {sorted(ROUTERS)}")
         if self.scaler not in SCALERS:

@@ -2,8 +2,10 @@
 
 Policies. A policy name is a set-up of the experiment (``setups[].name``); a name the
 experiment has no set-up for may be one of the built-ins in ``BUILTIN_POLICIES``:
-``cato`` (router cato, scaler cato), ``rayserve`` (router pow2, scaler rayserve) and
-``round_robin`` (router round_robin, scaler fixed), with default parameters.
+the presets of cato_core.presets: ``cato`` (router cato, scaler cato), ``round_robin``
+(router round_robin, scaler fixed) and the Ray Serve baselines ``rayserve`` (generic
+defaults, untuned), ``rayserve_llm`` and ``rayserve_vllm_example`` (router pow2, scaler
+rayserve, with the parameters each deployment gets).
 
 Rates. With a ``trace.generate`` experiment the sweep sets ``trace.generate.rate``. With a
 ``trace.path`` experiment it time-scales the file instead: ``trace.time_scale`` becomes
@@ -44,13 +46,12 @@ import numpy as np
 import pandas as pd
 
 from cato_core.errors import InputError
+from cato_core.presets import presets
 from cato_report.summary import PERCENTILES
 from cato_sim.experiment import Experiment, Setup
 
 BUILTIN_POLICIES: dict[str, dict] = {
-    "cato": {"name": "cato", "router": "cato", "scaler": "cato"},
-    "rayserve": {"name": "rayserve", "router": "pow2", "scaler": "rayserve"},
-    "round_robin": {"name": "round_robin", "router": "round_robin", "scaler": "fixed"},
+    n: {"name": n, "preset": n, "router": p["router"], "scaler": p["scaler"]} for n, p in presets().items()
 }
 
 LATENCY = [f"{m}_p{q}" for m in ("ttft", "e2e") for q in PERCENTILES]

@@ -96,11 +96,71 @@ def test_router_backoff_is_pending_until_the_retry_routes_it():
     k = p.new_replica("m-1", 0.0)
     p.mark_ready(k, 0.0)
     p.submit(call("a"), 0.0)
-    p.submit(call("b"), 0.0)  # the only replica is at its cap: Retry
-    assert p.retrying == 1 and p.pending == 1 and [t for t, _ in d.timers] == [0.025]
+    p.submit(call("b"), 0.0)  # the only replica is at its cap: Retry, the first one at once
+    assert p.retrying == 1 and p.pending == 1 and [t for t, _ in d.timers] == [0.0]
+    d.fire(0.0)
+    assert [t for t, _ in d.timers] == [0.025]  # still full: then Ray's backoff
     k.finish(k.take(0.0), 0.01)  # a's slot frees before the retry
     d.fire(0.025)
-    assert p.retrying == 0 and d.dispatched[-1] == ("m-1", "b")
+    assert p.retrying == 0 and d.dispatched[-1] == ("m-1", "b") and d.timers == []
+
+
+def test_a_freed_slot_goes_to_the_oldest_waiting_call():
+    """Ray's FIFOMixin (request_router.py:428-460): whichever routing task finds room, the
+    oldest pending call gets it; the finder keeps routing its own on its backoff."""
+    p, d = pool(router="pow2", max_ongoing_requests=1)
+    k = p.new_replica("m-1", 0.0)
+    p.mark_ready(k, 0.0)
+    p.submit(call("a"), 0.0)  # takes the slot
+    p.submit(call("b"), 0.0)  # first to wait: its task retries at once
+    p.submit(call("c"), 0.0)  # queued behind b; a second routing task (2 x 1 replica) starts
+    assert [r.request_id for r in p.waiting] == ["b", "c"] and len(d.timers) == 2
+    b_task, c_task = d.timers
+    d.timers = []
+    c_task[1](0.0)  # c's task: first try, still full -> retry at once
+    b_task[1](0.0)  # b's task: full -> retry at once
+    c_retry, b_retry = d.timers
+    d.timers = []
+    k.finish(k.take(0.0), 0.01)  # a ends: one slot
+    c_retry[1](0.02)  # c's task finds it first...
+    assert d.dispatched[-1] == ("m-1", "b")  # ...and b, the oldest, gets it
+    assert [r.request_id for r in p.waiting if p._queued.get(id(r), 0) != 0] == ["c"]
+    assert [t for t, _ in d.timers] == [0.025]  # c's task goes on with its backoff; b's task is gone
+    b_retry[1](0.02)
+    assert len(d.timers) == 1 and p.retrying == 1
+
+
+def test_routing_tasks_are_capped_at_twice_the_ready_replicas():
+    p, d = pool(router="pow2", max_ongoing_requests=1)
+    k = p.new_replica("m-1", 0.0)
+    p.mark_ready(k, 0.0)
+    for i in range(5):
+        p.submit(call(f"c{i}", seq=i), 0.0)  # c0 routed; c1-c4 wait
+    assert p.retrying == 4 and len(d.timers) == 2  # min(50, 2 x 1) routing tasks
+
+
+def test_a_draining_replica_is_force_stopped_after_the_scalers_timeout():
+    stopped = []
+    d = Driver()
+    p = ModelPool(
+        "m",
+        round_profile(),
+        2,
+        make_router("pow2"),
+        make_scaler("rayserve"),  # graceful_shutdown_timeout_s 20 (Ray's constants.py:270)
+        call_later=d.call_later,
+        dispatch=lambda k, r: None,
+        on_released=lambda k: d.released.append(k.id),
+        stop=lambda k, now: stopped.append((k.id, now)),
+    )
+    k = p.new_replica("m-1", 0.0)
+    p.mark_ready(k, 0.0)
+    p.submit(call("a"), 0.0)
+    k.take(0.0)
+    p.release(k, 5.0)
+    assert k.state == "draining" and [t for t, _ in d.timers] == [20.0]
+    d.fire(25.0)
+    assert stopped == [("m-1", 25.0)] and k.state == "released" and d.released == ["m-1"]
 
 
 def test_cancelled_calls_are_dropped_wherever_they_are_held():

@@ -7,7 +7,7 @@ import pytest
 
 from cato_core.replica import ReplicaState
 from cato_core.request import LLMRequest
-from cato_core.routers import AT_RISK, ON_TIME, VIOLATED, Retry, Route, make_router
+from cato_core.routers import AT_RISK, ON_TIME, VIOLATED, Retry, make_router
 from tests.conftest import round_profile
 
 P = round_profile()
@@ -81,20 +81,32 @@ def test_round_robin_cycles_per_model():
     assert [rr.route(request(1), ks, 0).replica.id for _ in range(4)] == ["a", "b", "c", "a"]
 
 
-def test_pow2_picks_fewer_ongoing_then_backs_off_when_full():
-    a, b = replica("a", running=3), replica("b", running=1)
-    pow2 = make_router("pow2", {"max_ongoing_requests": 5})
-    assert pow2.route(request(1), [a, b], 0) == Route(b, ON_TIME)
+def test_pow2_samples_as_ray_does_and_takes_the_shorter_queue_with_room():
+    # Ray (pow_2_router.py:89-104): i = randrange(4), j = randrange(3), shifted past i.
+    # random.Random(seed) gives (3, 1), (1, 3), (0, 1) for seeds 0, 1, 2.
+    ks = [replica("0", running=3), replica("1", running=1), replica("2"), replica("3", running=1)]
+    picks = [make_router("pow2", seed=s).route(request(1), ks, 0).replica.id for s in range(3)]
+    assert picks == ["3", "1", "1"]  # a tie goes to the first sampled; "2" (idle) was never sampled
+    # Both sampled replicas at the cap: retry, the first time at once.
+    assert make_router("pow2", {"max_ongoing_requests": 1}, seed=2).route(request(1), ks, 0) == Retry(0.0)
+
+
+def test_pow2_with_two_replicas_orders_them_at_random():
+    a, b = replica("a"), replica("b")  # equal queues: the first in Ray's random order wins
+    assert [make_router("pow2", seed=s).route(request(1), [a, b], 0).replica.id for s in range(4)] == [
+        "a",
+        "b",
+        "a",
+        "b",
+    ]  # getrandbits(1) = 1, 0, 1, 0
+
+
+def test_pow2_backoff_first_retry_immediate_then_doubling_to_the_cap():
     full = [replica("x", running=5), replica("y", running=5)]
+    pow2 = make_router("pow2", {"max_ongoing_requests": 5})
     r = request(1)
-    delays = [pow2.route(r, full, 0) for _ in range(7)]
-    assert delays == [Retry(d) for d in (0.025, 0.05, 0.1, 0.2, 0.4, 0.5, 0.5)]
-    assert r.attempts == 7
-
-
-def test_pow2_samples_two_distinct_replicas_seeded():
-    ks = [replica(str(i), running=i) for i in range(6)]
-    picks = [make_router("pow2", seed=s).route(request(1), ks, 0).replica.id for s in range(30)]
-    # The chosen one is never the busiest (it loses to whichever other replica is sampled).
-    assert "5" not in picks
-    assert picks == [make_router("pow2", seed=s).route(request(1), ks, 0).replica.id for s in range(30)]
+    delays = [pow2.route(r, full, 0) for _ in range(8)]
+    # request_router.py:1244-1253 with constants.py:565-572
+    assert delays == [Retry(d) for d in (0.0, 0.025, 0.05, 0.1, 0.2, 0.4, 0.5, 0.5)]
+    assert r.attempts == 8
+    assert pow2.routing_tasks(3) == 6 and pow2.routing_tasks(40) == 50  # min(50, 2 x replicas)

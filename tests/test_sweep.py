@@ -334,3 +334,20 @@ def test_band_is_the_95_percent_ci_of_the_mean_over_seeds():
 def test_collect_needs_a_sweep_folder(tmp_path):
     with pytest.raises(InputError):
         collect(tmp_path)
+
+
+def test_presets_name_the_ray_serve_baselines_and_params_override_them():
+    from cato_sim.experiment import Setup
+
+    llm = Setup.model_validate({"name": "x", "preset": "rayserve_llm"})
+    assert (llm.router, llm.scaler) == ("pow2", "rayserve")
+    assert llm.router_params == {"max_ongoing_requests": 10**9}
+    assert llm.scaler_params == {"target_ongoing_requests": 10**9, "min_replicas": None}
+    ex = Setup.model_validate({"name": "x", "preset": "rayserve_vllm_example", "scaler_params": {"max_replicas": 4}})
+    assert ex.router_params == {"max_ongoing_requests": 10}
+    assert ex.scaler_params == {"target_ongoing_requests": 5, "min_replicas": 1, "max_replicas": 4}
+    fixed = Setup.model_validate({"name": "x", "preset": "rayserve", "scaler": "fixed"})  # another scaler: its params
+    assert (fixed.router_params, fixed.scaler, fixed.scaler_params) == ({"max_ongoing_requests": 5}, "fixed", {})
+    with pytest.raises(ValueError, match="unknown preset 'ray'"):
+        Setup.model_validate({"name": "x", "preset": "ray"})
+    assert set(BUILTIN_POLICIES) >= {"rayserve", "rayserve_llm", "rayserve_vllm_example"}

@@ -22,7 +22,13 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class Retry:
-    """No replica can take the request now; ask again after ``delay_s``."""
+    """No replica can take the request now; ask again after ``delay_s``.
+
+    A router that answers Retry also has ``backoff(r) -> Retry`` (the next wait of r's
+    routing task when the replica it found went to an older call: the pool serves its
+    router queue oldest first) and ``routing_tasks(ready) -> int`` (how many held calls
+    may be in routing at once); see cato_core.routers.pow2.
+    """
 
     delay_s: float
 

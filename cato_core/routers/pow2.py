@@ -1,9 +1,17 @@
 """Ray Serve's default router: power of two choices with a cap on ongoing requests.
 
-Follows ray/python/ray/serve/_private/request_router/pow_2_router.py and the backoff of
-request_router.py (Ray 2.4x-2.60): sample two distinct replicas, send to the one with fewer
-ongoing requests if it is below max_ongoing_requests; if neither has room, retry after a
-backoff that starts at 0.025 s and doubles up to 0.5 s. Replica queues are FIFO.
+Follows Ray 2.60 (paths under the wheel's ``ray/``): PowerOfTwoChoicesRequestRouter
+(serve/_private/request_router/pow_2_router.py:27-29, 89-104) samples two distinct ready
+replicas as Ray does (two replicas: a random order; more: i, then j != i); of those below
+``max_ongoing_requests`` the one with fewer ongoing requests wins, the first sampled on a
+tie (request_router.py:1077-1114, strict ``<``). Ongoing counts are exact: Ray's per-router
+cache is +1 on send and -1 on done (request_router.py:875-899), exact for one router; its
+10 s staleness and probe RPCs are not modelled, nor locality (one node).
+
+Neither has room: the call waits in the pool's router queue (cato_core.pool) and a routing
+task tries again. Its waits follow request_router.py:1244-1253: the first retry is
+immediate, then ``initial_backoff_s * multiplier**attempt`` capped at ``max_backoff_s``
+(0, 0.025, 0.05, 0.1, 0.2, 0.4, 0.5, 0.5, ...).
 """
 
 from __future__ import annotations
@@ -20,10 +28,12 @@ from cato_core.routers.base import ON_TIME, Retry, Route
 
 class Pow2Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    max_ongoing_requests: int = Field(default=5, ge=1)  # Ray Serve's default deployment option
-    initial_backoff_s: float = Field(default=0.025, gt=0)  # request_router.py
-    backoff_multiplier: float = Field(default=2.0, ge=1)  # request_router.py
-    max_backoff_s: float = Field(default=0.5, gt=0)  # request_router.py
+    max_ongoing_requests: int = Field(default=5, ge=1)  # ray/serve/_private/constants.py:290
+    initial_backoff_s: float = Field(default=0.025, gt=0)  # ray/serve/_private/constants.py:565
+    backoff_multiplier: float = Field(default=2.0, ge=1)  # ray/serve/_private/constants.py:568
+    max_backoff_s: float = Field(default=0.5, gt=0)  # ray/serve/_private/constants.py:571
+    # routing tasks at once: min(cap, 2 x replicas), serve/_private/request_router/request_router.py:477, 779
+    max_routing_tasks: int = Field(default=50, ge=1)
 
 
 class Pow2Router:
@@ -34,13 +44,37 @@ class Pow2Router:
         self.params = params or Pow2Params()
         self._rng = random.Random(seed)
 
+    def sample(self, replicas: Sequence[ReplicaState]) -> list[ReplicaState]:
+        """The two candidates, in Ray's order (pow_2_router.py:89-104)."""
+        n = len(replicas)
+        if n == 1:
+            return [replicas[0]]
+        if n == 2:
+            return [replicas[0], replicas[1]] if self._rng.getrandbits(1) else [replicas[1], replicas[0]]
+        i = self._rng.randrange(n)
+        j = self._rng.randrange(n - 1)
+        if j >= i:
+            j += 1
+        return [replicas[i], replicas[j]]
+
     def route(self, r: LLMRequest, replicas: Sequence[ReplicaState], now: float) -> Route | Retry:
-        p = self.params
-        pair = self._rng.sample(replicas, 2) if len(replicas) > 1 else list(replicas)
-        best = min(pair, key=lambda k: k.ongoing)
-        if best.ongoing < p.max_ongoing_requests:
-            r.attempts = 0
+        cap = self.params.max_ongoing_requests
+        best = None
+        for k in self.sample(replicas):
+            if k.ongoing < cap and (best is None or k.ongoing < best.ongoing):
+                best = k
+        if best is not None:
             return Route(best, ON_TIME)
-        delay = min(p.initial_backoff_s * p.backoff_multiplier**r.attempts, p.max_backoff_s)
-        r.attempts += 1
-        return Retry(delay)
+        return self.backoff(r)
+
+    def backoff(self, r: LLMRequest) -> Retry:
+        """The wait before the routing task of ``r`` tries again; counts the attempt."""
+        p = self.params
+        n, r.attempts = r.attempts, r.attempts + 1
+        if n == 0:
+            return Retry(0.0)  # request_router.py:1244-1249: no sleep after the first try
+        return Retry(min(p.initial_backoff_s * p.backoff_multiplier ** (n - 1), p.max_backoff_s))
+
+    def routing_tasks(self, ready: int) -> int:
+        """How many calls may be in routing at once (request_router.py:777-779)."""
+        return min(self.params.max_routing_tasks, 2 * ready)

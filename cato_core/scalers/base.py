@@ -19,6 +19,7 @@ class ScaleDecision:
 class Scaler(Protocol):
     name: str
     interval_s: float | None  # how often the driver calls decide(); None: never
+    drain_timeout_s: float | None  # a replica still draining this long is force-stopped; None: never
 
     def on_routed(self, r: LLMRequest, priority: int, now: float) -> None: ...
 

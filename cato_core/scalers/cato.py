@@ -28,6 +28,7 @@ class CatoScalerParams(BaseModel):
 
 class CatoScaler:
     name = "cato"
+    drain_timeout_s = None
 
     def __init__(self, params: CatoScalerParams | None = None):
         self.params = params or CatoScalerParams()

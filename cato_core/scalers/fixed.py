@@ -14,6 +14,7 @@ class FixedParams(BaseModel):
 class FixedScaler:
     name = "fixed"
     interval_s = None
+    drain_timeout_s = None
 
     def __init__(self, params: FixedParams | None = None):
         self.params = params or FixedParams()

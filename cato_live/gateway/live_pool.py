@@ -117,6 +117,7 @@ class LivePool:
             dispatch=self._dispatch,
             reject=self._reject,
             on_released=self._released,
+            stop=self._force_stop,
         )
         self.live: dict[str, LiveReplica] = {}  # every replica ever asked for, by id
 
@@ -157,6 +158,14 @@ class LivePool:
             )
         else:
             call.reject(ApiError(503, f"no replica of model {self.model!r} is ready or starting", "unavailable_error"))
+
+    def _force_stop(self, k: ReplicaState, now: float) -> None:
+        """Still draining after the scaler's drain_timeout_s (Ray's graceful shutdown timeout):
+        the calls still queued on it fail; those in flight fail as the replica stops."""
+        queue = k.queue
+        for r in [queue.pop() for _ in range(len(queue))]:
+            call: Call = r.ref
+            call.reject(ApiError(503, f"replica {k.id} was force-stopped while draining", "unavailable_error"))
 
     def _released(self, k: ReplicaState) -> None:
         rep = self.live[k.id]
