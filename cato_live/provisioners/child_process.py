@@ -61,9 +61,15 @@ class ChildProcess:
     """One command run as a process-group leader. Not thread-safe beyond stop() ending a wait."""
 
     def __init__(
-        self, cmd: Sequence[str], env: Mapping[str, str] | None, log_path: str | os.PathLike, name: str = "child"
+        self,
+        cmd: Sequence[str],
+        env: Mapping[str, str] | None,
+        log_path: str | os.PathLike,
+        name: str = "child",
+        cpus: Sequence[int] | None = None,
     ):
         self.cmd = [str(c) for c in cmd]
+        self.cpus = list(cpus) if cpus else None  # run it (and what it starts) on these cores only
         self.env = dict(env) if env is not None else None  # None: this process's environment
         self.log_path = Path(log_path)
         self.name = name  # how messages call it: "vLLM", "emulator"
@@ -96,6 +102,8 @@ class ChildProcess:
                 env=self.env,
                 start_new_session=True,
             )
+        if self.cpus:  # set before it starts any thread or process: they inherit it
+            os.sched_setaffinity(self.proc.pid, self.cpus)
         return self
 
     def wait_ready(

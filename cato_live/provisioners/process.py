@@ -13,8 +13,9 @@
         tiny: {path: ${CATO_TINY_MODEL}, args: [], max_model_len: 2048, env: {}}
 
 A replica takes ``devices_per_replica`` ids from the pool and sees only them:
-CUDA_VISIBLE_DEVICES (cuda), ASCEND_RT_VISIBLE_DEVICES (ascend), or its OpenMP threads
-bound to those cores with VLLM_CPU_OMP_THREADS_BIND (cpu). The server gets
+CUDA_VISIBLE_DEVICES (cuda), ASCEND_RT_VISIBLE_DEVICES (ascend), or, for the CPU build,
+those cores: its OpenMP threads bound to them (VLLM_CPU_OMP_THREADS_BIND) and the whole
+server (API process, engine core) pinned to them, as a GPU replica has its device to itself. The server gets
 ``--max-num-seqs`` = the model's max_num_seqs and, with priority_scheduling,
 ``--scheduling-policy priority`` (a replica spanning devices needs ``--tensor-parallel-size``
 in its ``args``). A server stops (SIGTERM to its process group, then SIGKILL: see
@@ -102,6 +103,7 @@ class ProcessProvisioner:
             max_model_len=m.max_model_len,
             priority_scheduling=spec.priority_scheduling,
             log_path=log,
+            cpus=devices if c.device == "cpu" else None,
         )
 
     async def start(self, model: str, replica_id: str) -> ReplicaHandle:

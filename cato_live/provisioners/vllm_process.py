@@ -53,6 +53,7 @@ class VllmServer:
         max_model_len: int = 2048,
         priority_scheduling: bool = False,
         log_path: str | os.PathLike | None = None,
+        cpus: Iterable[int] | None = None,
     ):
         self.python = str(python)
         self.model_dir = str(model_dir)
@@ -65,6 +66,9 @@ class VllmServer:
         self.max_model_len = max_model_len
         self.priority_scheduling = priority_scheduling
         self.log_path = Path(log_path) if log_path else None
+        # CPU build: the whole server (API process, engine core, their threads) on these cores,
+        # as a GPU replica has its accelerator to itself; else they compete with the gateway
+        self.cpus = list(cpus) if cpus is not None else ([cpu_core] if cpu_core is not None else None)
         self.child: ChildProcess | None = None
 
     # -- command line and environment -------------------------------------------------
@@ -120,7 +124,7 @@ class VllmServer:
             fd, name = tempfile.mkstemp(prefix=f"vllm-{self.port}-", suffix=".log")
             os.close(fd)
             self.log_path = Path(name)
-        self.child = ChildProcess(self.command(), self.environment(), self.log_path, "vLLM").start()
+        self.child = ChildProcess(self.command(), self.environment(), self.log_path, "vLLM", self.cpus).start()
         return self
 
     def is_running(self) -> bool:

@@ -150,6 +150,10 @@ def test_serve_starts_the_initial_replica_pinned(cli):
     cli.pids.append(r["meta"]["pid"])
     assert r["state"] == "ready" and r["meta"]["devices"] == [0] and alive(r["meta"]["pid"])
     assert 0 <= r["asked_s"] < r["ready_s"] and r["released_s"] is None
+    # the CPU build's device is its core: the server and all it started run on core 0 only
+    server = r["meta"]["pid"]
+    for pid in [server, *descendants(server)]:
+        assert os.sched_getaffinity(pid) == {0}, pid
     warm = httpx.post(cli.url + "/v1/completions", json=body(4), timeout=60)
     assert warm.status_code == 200 and warm.json()["usage"]["completion_tokens"] == 4
 
