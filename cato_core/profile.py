@@ -16,6 +16,12 @@ A   sum over prefill chunks of chunk * (2 * done + chunk), i.e. p**2 for a whole
 C   context tokens (prompt + generated) held by the decoding sequences: decode attention
     reads their KV cache, memory-bound.
 
+A client of a live server sees every token request_latency_s after the engine makes it:
+the API path's fixed cost per request (HTTP, input processing, detokenizing and streaming),
+measured as the part of a lone request's TTFT that no step accounts for (cato-live profile).
+The simulator adds it to the first token and to the end of each request; 0 (the default,
+and every Vidur-derived profile) means clients see the engine's own times.
+
 In a run of decode-only steps the batch size n, hence the linear part max(floor, a + b*n),
 is constant; only the context grows (by n a step), so run times stay closed-form.
 
@@ -46,6 +52,8 @@ class DeviceProfile(BaseModel):
     linear_floor_s: float = Field(default=0.0, ge=0)
     prefill_attn_s: float = Field(ge=0)
     decode_ctx_s: float = Field(ge=0)
+    # per request, between the engine and the client (see the module docstring); 0 = none
+    request_latency_s: float = Field(default=0.0, ge=0)
     kv_capacity_tokens: int = Field(gt=0)
     cold_start_s: float = Field(ge=0)
     estimate: bool = False  # True until a measurement on the device replaces it
@@ -62,8 +70,9 @@ class DeviceProfile(BaseModel):
         return linear + self.prefill_attn_s * prefill_attn + self.decode_ctx_s * decode_ctx
 
     def prefill_s(self, prompt_tokens: int) -> float:
-        """Isolated prefill of a whole prompt in one step; it ends with the first token."""
-        return self.step_s(prompt_tokens, prompt_tokens * prompt_tokens, 0)
+        """Isolated prefill of a whole prompt in one step, as the client sees it: the step plus
+        the request latency; it ends with the first token."""
+        return self.step_s(prompt_tokens, prompt_tokens * prompt_tokens, 0) + self.request_latency_s
 
     def decode_s(self, prompt_tokens: int, output_tokens: int) -> float:
         """Isolated decode of the output tokens after the first, on an otherwise idle replica.

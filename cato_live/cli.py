@@ -60,6 +60,10 @@ from cato_live.replay.cli import replay  # noqa: E402  (`cato-live replay`, see 
 
 app.command()(replay)
 
+from cato_live.profiling.command import profile  # noqa: E402  (`cato-live profile`)
+
+app.command()(profile)
+
 
 def main() -> None:
     app()

@@ -13,6 +13,10 @@ Attention, absent from Vidur's MLP data, is modelled:
 KV capacity = (HBM * gpu_memory_utilization - weight bytes) / KV bytes per token.
 
 Regenerate the shipped profiles with ``cato-sim profile build-shipped``.
+
+Profiles measured on a device (``cato-live profile``) are fitted by fit_measured_profile
+(fit_step_times): the same model plus the API path's per-request latency, from step times
+seen through the serving API.
 """
 
 from __future__ import annotations
@@ -201,6 +205,192 @@ def fit_floored_linear(tokens: np.ndarray, seconds: np.ndarray, floor_max_tokens
     floored = _residuals(t, y, line.overhead_s, line.per_token_s, float(np.median(y[small])), int(small.sum()))
     ok = line.overhead_s >= 0 and line.per_token_s > 0 and floored.rms_rel < plain.rms_rel
     return floored if ok else plain
+
+
+@dataclass(frozen=True)
+class StepFit:
+    """The step model fitted to measured step times (see fit_step_times)."""
+
+    linear: LinearFit  # max(floor, a + b*T), fitted to the times less the other terms
+    prefill_attn_s: float
+    decode_ctx_s: float
+    request_latency_s: float  # fixed part of a lone request's TTFT that no step accounts for
+    floored_jointly: bool  # the joint fit that gave the other terms used a floor
+
+
+def _rel_lstsq(x: np.ndarray, y: np.ndarray, keep: list[bool]) -> np.ndarray:
+    """Coefficients minimising the relative error of x @ c against y, over the kept columns
+    (the others 0); a kept column whose coefficient comes out negative is dropped and the
+    rest refitted, as no term of the step model can take time away."""
+    keep = list(keep)
+    while True:
+        coef = np.zeros(x.shape[1])
+        cols = [i for i, k in enumerate(keep) if k]
+        coef[cols], *_ = np.linalg.lstsq(x[:, cols] / y[:, None], np.ones_like(y), rcond=None)
+        negative = [i for i in cols if coef[i] < 0 and i >= 3]  # 0-2: the linear part, judged later
+        if not negative:
+            return coef
+        keep[min(negative, key=lambda i: coef[i])] = False
+
+
+def fit_step_times(
+    tokens: np.ndarray,
+    prefill_attn: np.ndarray,
+    decode_ctx: np.ndarray,
+    seconds: np.ndarray,
+    lone: np.ndarray,
+    *,
+    floor_max_tokens: int = FLOOR_MAX_TOKENS,
+    request_latency: bool = True,
+) -> StepFit:
+    """Fit the step model to measured times of steps with T tokens, A and C (cato_core/profile.py).
+
+    ``lone`` marks rows that are a lone request's TTFT (one step plus the request latency, a
+    constant); the others are step times seen between tokens. The attention terms and the
+    latency come from one least-squares fit on relative error of the whole form, linear in
+    its coefficients once each row's side of the floor is fixed (T <= floor_max_tokens: the
+    floor; above: the line), or without a floor if that fits better; the linear part is then
+    fit_floored_linear of the times less those terms, so it follows the same rule as Vidur's
+    operator timings. ``request_latency=False`` fits the form without the latency (to compare).
+    """
+    t, a, c, y = (np.asarray(v, float) for v in (tokens, prefill_attn, decode_ctx, seconds))
+    ttft = np.asarray(lone, bool).astype(float)
+    small = (t <= floor_max_tokens).astype(float)
+    extra = np.c_[a, c, ttft]
+    keep_extra = [bool(a.any()), bool(c.any()), request_latency and bool(ttft.any())]
+    floored = np.c_[small, 1 - small, (1 - small) * t, extra]
+    plain = np.c_[np.ones_like(t), t, np.zeros_like(t), extra]
+
+    def rms(x: np.ndarray, coef: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(((x @ coef - y) / y) ** 2)))
+
+    candidates = [(plain, _rel_lstsq(plain, y, [True, True, False, *keep_extra]), False)]
+    if small.sum() >= 1 and (1 - small).sum() >= 2:
+        coef = _rel_lstsq(floored, y, [True, True, True, *keep_extra])
+        if coef[1] >= 0 and coef[2] > 0:
+            candidates.append((floored, coef, True))
+    _, coef, used_floor = min(candidates, key=lambda cand: rms(cand[0], cand[1]))
+    attn, ctx, latency = (float(v) for v in coef[3:])
+    linear_part = y - attn * a - ctx * c - latency * ttft
+    ok = linear_part > 0  # a row the other terms over-explain says nothing of the linear part
+    linear = fit_floored_linear(t[ok], linear_part[ok], floor_max_tokens)
+    return StepFit(linear, attn, ctx, latency, used_floor)
+
+
+@dataclass(frozen=True)
+class MeasuredSteps:
+    """Measured step times (cato-live profile): one row per grid point, medians of repeats.
+
+    part: "prefill" (a lone request's TTFT: one step plus the request latency), "decode"
+    (the steady inter-token gap of a batch) or "mixed" (the decoders' gap while a prompt is
+    prefilled with them); tokens, prefill_attn, decode_ctx: T, A and C of the step.
+    """
+
+    part: list[str]
+    tokens: list[int]
+    prefill_attn: list[float]
+    decode_ctx: list[float]
+    seconds: list[float]
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        lone = np.array([p == "prefill" for p in self.part])
+        return (
+            np.array(self.tokens, float),
+            np.array(self.prefill_attn, float),
+            np.array(self.decode_ctx, float),
+            np.array(self.seconds, float),
+            lone,
+        )
+
+
+def part_residuals(profile: DeviceProfile, steps: MeasuredSteps) -> dict[str, tuple[float, float, int]]:
+    """Per part: (rms, max) of (model - measured) / measured, and the number of points."""
+    out = {}
+    for part in dict.fromkeys(steps.part):
+        rel = np.array(
+            [
+                ((profile.prefill_s(t) if p == "prefill" else profile.step_s(t, a, c)) - y) / y
+                for p, t, a, c, y in zip(
+                    steps.part, steps.tokens, steps.prefill_attn, steps.decode_ctx, steps.seconds, strict=True
+                )
+                if p == part
+            ]
+        )
+        out[part] = (float(np.sqrt(np.mean(rel**2))), float(np.abs(rel).max()), len(rel))
+    return out
+
+
+def _residual_text(res: dict[str, tuple[float, float, int]]) -> str:
+    return "; ".join(f"{part} rms {rms:.1%}, max {mx:.1%} ({n} points)" for part, (rms, mx, n) in res.items())
+
+
+def fit_measured_profile(
+    steps: MeasuredSteps,
+    *,
+    name: str,
+    model: str,
+    device: str,
+    kv_capacity_tokens: int,
+    cold_start_s: float,
+    cold_start_basis: str,
+    basis: list[str],
+    floor_max_tokens: int = FLOOR_MAX_TOKENS,
+) -> DeviceProfile:
+    """Profile from step times measured on the device (``cato-live profile``); ``basis``: the
+    provenance lines saying where, when and how (backend, host, grid)."""
+    t, a, c, y, lone = steps.arrays()
+    if len(t) < 4 or (~lone).sum() < 2:
+        raise InputError("measurements", "points", "at least 4, 2 of them steps between tokens")
+    fit = fit_step_times(t, a, c, y, lone, floor_max_tokens=floor_max_tokens)
+    lin = fit.linear
+    profile = DeviceProfile(
+        name=name,
+        model=model,
+        device=device,
+        overhead_s=_sig(max(lin.overhead_s, 0.0)),
+        per_token_s=_sig(max(lin.per_token_s, 0.0)),
+        linear_floor_s=_sig(lin.floor_s),
+        prefill_attn_s=_sig(fit.prefill_attn_s),
+        decode_ctx_s=_sig(fit.decode_ctx_s),
+        request_latency_s=_sig(fit.request_latency_s),
+        kv_capacity_tokens=kv_capacity_tokens,
+        cold_start_s=round(cold_start_s, 1),
+        estimate=False,
+    )
+    res = part_residuals(profile, steps)
+    lines = [
+        *basis,
+        "Fit (cato_profiles.fit.fit_step_times): attention terms and request latency by least squares "
+        "on relative error over all points"
+        + (f", floor for T <= {floor_max_tokens}" if fit.floored_jointly else ", no floor")
+        + "; linear part by fit_floored_linear of the times less those terms"
+        + (
+            f" (floor = median of the {lin.floor_rows} points with T <= {floor_max_tokens}, "
+            f"{lin.floor_s * 1e3:.3f} ms; line from the {lin.n_points - lin.floor_rows} above)."
+            if lin.floor_s > 0
+            else " (no floor: one did not lower the residuals)."
+        ),
+        f"Residuals of the profile, (model - measured) / measured: {_residual_text(res)}.",
+    ]
+    if fit.request_latency_s > 0:
+        without = fit_step_times(t, a, c, y, lone, floor_max_tokens=floor_max_tokens, request_latency=False)
+        bare = profile.model_copy(
+            update=dict(
+                overhead_s=max(without.linear.overhead_s, 0.0),
+                per_token_s=max(without.linear.per_token_s, 0.0),
+                linear_floor_s=without.linear.floor_s,
+                prefill_attn_s=without.prefill_attn_s,
+                decode_ctx_s=without.decode_ctx_s,
+                request_latency_s=0.0,
+            )
+        )
+        lines.append(
+            f"request_latency_s: a lone request's TTFT less its prefill step, {fit.request_latency_s * 1e3:.2f} ms "
+            f"(HTTP, input processing, detokenizing, streaming). The form without it fits: "
+            f"{_residual_text(part_residuals(bare, steps))}."
+        )
+    lines.append(f"cold_start_s: {cold_start_basis}.")
+    return profile.model_copy(update={"provenance": "\n".join(lines)})
 
 
 def attention_coefficients(arch: ModelArch, spec: DeviceSpec, tensor_parallel: int = 1) -> tuple[float, float]:
@@ -427,16 +617,19 @@ def _str(dumper: yaml.SafeDumper, s: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str)
 
 
-def write_profile(profile: DeviceProfile, path: str | Path) -> Path:
+def write_profile(profile: DeviceProfile, path: str | Path, generated_by: str = "cato_profiles.fit") -> Path:
     path = Path(path)
     header = (
         f"# Device profile {profile.name}: {profile.model} on {profile.device}"
         f"{' (ESTIMATE)' if profile.estimate else ''}.\n"
         "# step_s = max(linear_floor_s, overhead_s + per_token_s*T) + prefill_attn_s*A "
-        "+ decode_ctx_s*C (cato_core/profile.py).\n"
-        "# Generated by cato_profiles.fit; regenerate rather than edit.\n"
+        "+ decode_ctx_s*C (cato_core/profile.py)"
+        + (";\n# clients see each token request_latency_s later.\n" if profile.request_latency_s else ".\n")
+        + f"# Generated by {generated_by}; regenerate rather than edit.\n"
     )
-    body = yaml.dump(profile.model_dump(), Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
+    # a field at its default of 0 is left out, so files written before it existed stay as they were
+    fields = profile.model_dump(exclude=set() if profile.request_latency_s else {"request_latency_s"})
+    body = yaml.dump(fields, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + body)
     return path

@@ -179,7 +179,7 @@ class Engine:
             s.done += chunk
             if s.done == s.prompt:
                 self._prefilling.popleft()  # chunks go in queue order: finished ones lead
-                self.listener.on_first_token(s.req, now)
+                self._tell(self.listener.on_first_token, s.req, now)
                 if s.output <= 1:
                     self._release(s, now)
                 else:  # holds prompt + its first token; output - 1 decode steps to go
@@ -217,4 +217,12 @@ class Engine:
         self.kv_used -= s.prompt + s.output
         self._seqs -= 1
         self.state.finish(s.req, now)
-        self.listener.on_finish(s.req, now)
+        self._tell(self.listener.on_finish, s.req, now)
+
+    def _tell(self, event, r: LLMRequest, now: float) -> None:
+        """Report a first token or an end: the client sees it the profile's request latency later."""
+        latency = self.profile.request_latency_s
+        if latency:
+            self.env.timeout(latency).callbacks.append(lambda _e: event(r, self.env.now))
+        else:
+            event(r, now)

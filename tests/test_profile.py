@@ -136,5 +136,7 @@ def test_decode_steps_within_inverts_decode_run_s(prof):
 def test_shipped_profiles_are_floored():
     for name in shipped_profiles():
         prof = load_profile(name)
+        if prof.provenance.startswith("Measured by `cato-live profile "):
+            continue  # a floor is kept only where the device's own times show one
         assert prof.linear_floor_s > prof.overhead_s + prof.per_token_s  # a decode step of 1
         assert isinstance(prof, DeviceProfile)

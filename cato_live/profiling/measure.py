@@ -1,0 +1,367 @@
+"""Time engine steps of a live OpenAI-compatible vLLM through its streamed completions API.
+
+Every request is a list of random token IDs (exact length; distinct, so vLLM's prefix cache
+never skips a prefill) with ``ignore_eos`` and ``min_tokens`` = ``max_tokens`` (exact output
+length) and ``return_token_ids`` (how many tokens each streamed chunk carries). Arrival times
+are taken at the client, one per chunk; a decode step produces one chunk per sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+
+from cato_live.error_text import describe, error_message
+from cato_live.profiling.grid import Grid
+
+FIRST_ID = 10  # token IDs below this are left alone (special tokens of small vocabularies)
+RETRIES = 4  # tries a repeat may take when stalls spoil its timing
+IDLE_WAIT_S = 30.0  # how long to wait for a shared replica to go idle before a point
+# Chunks closer than this came out of one buffer (no engine steps that fast), not one a step.
+BUNCHED_S = 2e-4
+MIN_STEPS = 3  # clean steps a decode run needs to count
+
+
+class MeasureError(RuntimeError):
+    """A request failed or the replica answered something unexpected."""
+
+
+class NoCleanTiming(MeasureError):
+    """Every try of a point was spoiled by stalls (a busy machine): the point is left out."""
+
+
+@dataclass
+class Arrivals:
+    """One streamed request: when it was sent and when each chunk (with its tokens) came."""
+
+    sent: float
+    times: list[float] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)  # tokens in each chunk
+    reached: dict[int, asyncio.Event] = field(default_factory=dict)  # token count -> event
+
+    @property
+    def count(self) -> int:
+        return sum(self.tokens)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measured step time: T, A, C of the step and its median seconds over the repeats."""
+
+    part: str  # "prefill" (a lone TTFT), "decode" or "mixed"
+    tokens: int
+    prefill_attn: float
+    decode_ctx: float
+    seconds: float
+    label: str  # what was run, for the provenance
+
+
+class Client:
+    """Streams completions from ``base_url`` for ``model``; IDs drawn below ``vocab``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        vocab: int,
+        seed: int | None = None,
+        timeout_s: float = 60.0,
+        headers: Mapping[str, str] | None = None,
+    ):
+        self.base_url, self.model, self.vocab = base_url, model, vocab
+        self.rng = np.random.default_rng(seed)  # None: fresh entropy; no run hits an earlier run's prefix cache
+        self.timeout_s = timeout_s
+        self.headers = dict(headers or {})
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, headers=self.headers)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    def prompt(self, n: int) -> list[int]:
+        return self.rng.integers(FIRST_ID, self.vocab, n).tolist()
+
+    async def stream(self, prompt_tokens: int, output_tokens: int, arrivals: Arrivals | None = None) -> Arrivals:
+        """POST a streamed completion of exactly these lengths; chunk arrival times in ``arrivals``."""
+        body = {
+            "model": self.model,
+            "prompt": self.prompt(prompt_tokens),
+            "max_tokens": output_tokens,
+            "min_tokens": output_tokens,
+            "ignore_eos": True,
+            "temperature": 0.0,
+            "stream": True,
+            "return_token_ids": True,
+            "stream_options": {"include_usage": True},
+        }
+        arr = arrivals or Arrivals(0.0)
+        usage = None
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                async for event in self._events(body, arr):
+                    now = time.perf_counter()
+                    for choice in event.get("choices") or ():
+                        ids = choice.get("token_ids")
+                        k = len(ids) if ids is not None else 1
+                        if k:
+                            arr.times.append(now)
+                            arr.tokens.append(k)
+                    usage = event.get("usage") or usage
+                    for need, ev in arr.reached.items():
+                        if arr.count >= need:
+                            ev.set()
+        except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError) as e:
+            raise MeasureError(f"{self.base_url}: {describe(e)}") from None
+        if (
+            usage is None
+            or usage.get("completion_tokens") != output_tokens
+            or usage.get("prompt_tokens") != prompt_tokens
+        ):
+            raise MeasureError(
+                f"{self.base_url} did not run {prompt_tokens} + {output_tokens} tokens exactly (usage {usage}); "
+                "it must honour ignore_eos, min_tokens and token-ID prompts (vLLM does)"
+            )
+        return arr
+
+    async def _events(self, body: dict, arr: Arrivals) -> AsyncIterator[dict]:
+        """The server-sent events of one POST /v1/completions on a fresh HTTP/1.1 connection.
+
+        A plain asyncio stream rather than httpx: with several streams in flight, httpx handed
+        over each one's chunks together at its end, which would hide the step times.
+        """
+        url = httpx.URL(self.base_url)
+        reader, writer = await asyncio.open_connection(url.host, url.port or 80)
+        try:
+            payload = json.dumps(body).encode()
+            head = (
+                f"POST {url.raw_path.decode().rstrip('/')}/v1/completions HTTP/1.1\r\nHost: {url.netloc.decode()}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n"
+                + "".join(f"{k}: {v}\r\n" for k, v in self.headers.items())
+                + "\r\n"
+            )
+            arr.sent = time.perf_counter()  # after connecting: a gateway keeps its connections open
+            writer.write(head.encode() + payload)
+            await writer.drain()
+            status = (await reader.readline()).decode("latin-1").split()
+            headers = {}
+            while (line := (await reader.readline()).decode("latin-1").strip()) != "":
+                k, _, v = line.partition(":")
+                headers[k.strip().lower()] = v.strip()
+            chunked = "chunked" in headers.get("transfer-encoding", "")
+            if len(status) < 2 or status[1] != "200":
+                text = (await _read_body(reader, chunked)).decode("utf-8", "replace")
+                raise MeasureError(f"HTTP {' '.join(status[1:]) or '?'} from {self.base_url}: {error_message(text)}")
+            buf = b""
+            async for data in _body_parts(reader, chunked):
+                buf += data
+                *lines, buf = buf.split(b"\n")
+                for raw in lines:
+                    if not raw.startswith(b"data:"):
+                        continue
+                    text = raw[5:].strip()
+                    if text == b"[DONE]":
+                        return
+                    yield json.loads(text)
+        finally:
+            writer.close()
+
+    async def metrics(self) -> dict[str, float]:
+        """vLLM's /metrics gauges (first sample of each name); empty if it has none."""
+        try:
+            resp = await self.http.get("/metrics")
+        except httpx.HTTPError:
+            return {}
+        if resp.status_code != 200:
+            return {}
+        out: dict[str, float] = {}
+        for line in resp.text.splitlines():
+            if line.startswith("vllm:"):
+                name, _, value = line.rpartition(" ")
+                key = name.split("{", 1)[0]
+                try:
+                    out.setdefault(key, float(value))
+                except ValueError:
+                    pass
+        return out
+
+    async def wait_idle(self) -> None:
+        """Wait (bounded) until the replica runs and queues nothing: a shared --target may be busy."""
+        end = time.monotonic() + IDLE_WAIT_S
+        while time.monotonic() < end:
+            m = await self.metrics()
+            if m.get("vllm:num_requests_running", 0) == 0 and m.get("vllm:num_requests_waiting", 0) == 0:
+                return
+            await asyncio.sleep(0.05)
+
+
+def clean_gaps(a: Arrivals, start: float = float("-inf"), end: float = float("inf")) -> list[tuple[int, float]]:
+    """(index, seconds) of each gap between consecutive one-token chunks that arrived in
+    [start, end], both ends on time.
+
+    A stall of the client or of the API server (the machine is shared) holds chunks back and
+    hands them over together: chunks less than BUNCHED_S apart sat in a buffer, so a gap that
+    ends or starts at one of them says nothing about the engine's step.
+    """
+    t, k = a.times, a.tokens
+    late = [
+        (i > 0 and t[i] - t[i - 1] < BUNCHED_S) or (i + 1 < len(t) and t[i + 1] - t[i] < BUNCHED_S)
+        for i in range(len(t))
+    ]
+    return [
+        (i, t[i] - t[i - 1])
+        for i in range(1, len(t))
+        if start <= t[i - 1] and t[i] <= end and k[i] == 1 and not late[i] and not late[i - 1]
+    ]
+
+
+def steady_steps(streams: list[Arrivals]) -> list[tuple[float, float]]:
+    """(seconds, tokens the sequence held) of each clean decode step while the batch was whole:
+    after the last sequence's first token, up to the first one's last token."""
+    start = max(s.times[0] for s in streams)
+    end = min(s.times[-1] for s in streams)
+    out = []
+    for s in streams:
+        for i, gap in clean_gaps(s, start, end):
+            out.append((gap, sum(s.tokens[:i])))  # the step making chunk i reads the tokens before it
+    return out
+
+
+async def _body_parts(reader: asyncio.StreamReader, chunked: bool) -> AsyncIterator[bytes]:
+    """The response body as it arrives (HTTP/1.1 chunked transfer coding, or until close)."""
+    if not chunked:
+        while data := await reader.read(65536):
+            yield data
+        return
+    while True:
+        size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            return
+        yield await reader.readexactly(size)
+        await reader.readexactly(2)  # the chunk's CRLF
+
+
+async def _read_body(reader: asyncio.StreamReader, chunked: bool) -> bytes:
+    return b"".join([part async for part in _body_parts(reader, chunked)])
+
+
+class Profiler:
+    """Runs a Grid's points on one replica; ``tick(label)`` after each measurement."""
+
+    def __init__(
+        self, client: Client, grid: Grid, tick: Callable[[str], None] = lambda _label: None, shared: bool = False
+    ):
+        self.client, self.grid, self.tick = client, grid, tick
+        # a replica others may use (--target): wait for it to be idle before each point. Not
+        # for our own replica: nobody else sends it work, and a /metrics scrape is work too.
+        self.shared = shared
+        self.skipped: list[str] = []  # why points were left out
+
+    async def _idle(self) -> None:
+        if self.shared:
+            await self.client.wait_idle()
+
+    async def warm_up(self) -> None:
+        """The first requests after start-up (and of each new shape) are slow: run each shape once."""
+        c, g = self.client, self.grid
+        for p in g.prefill_tokens:
+            await c.stream(p, 2)
+        n = max(g.decode_seqs)
+        await asyncio.gather(*(c.stream(max(g.decode_contexts), 8) for _ in range(n)))
+
+    async def prefill(self, p: int) -> Point:
+        ttfts = []
+        await self._idle()
+        for _ in range(self.grid.repeats):
+            a = await self.client.stream(p, 1)
+            # not screened for bunching like the gaps: a client stall is rare and the median
+            # drops it, while an API server that lags behind its engine is what clients see
+            ttfts.append(a.times[0] - a.sent)
+        self.tick(f"prefill p={p}")
+        return Point("prefill", p, float(p * p), 0.0, statistics.median(ttfts), f"p={p}")
+
+    async def decode(self, n: int, context: int) -> Point:
+        g = self.grid
+        gaps, ctxs = [], []
+        await self._idle()
+        for _ in range(g.repeats * RETRIES):
+            if len(gaps) == g.repeats:
+                break
+            streams = await asyncio.gather(*(self.client.stream(context, g.decode_tokens) for _ in range(n)))
+            run = steady_steps(list(streams))
+            if len(run) >= MIN_STEPS:
+                gaps.append(statistics.median(s for s, _ in run))
+                ctxs.append(n * (context + statistics.median(j for _, j in run)))
+        if not gaps:
+            raise NoCleanTiming(
+                f"no steady decode steps seen for n={n}, prompt {context} in {g.repeats * RETRIES} tries (a busy machine?)"
+            )
+        self.tick(f"decode n={n} c={context}")
+        return Point("decode", n, 0.0, float(statistics.median(ctxs)), statistics.median(gaps), f"n={n} c={context}")
+
+    async def mixed(self, n: int, p: int) -> Point:
+        g, c = self.grid, self.client
+        lead = 4  # decode steps before the prompt arrives: the batch is steady by then
+        gaps, ctxs = [], []
+        await self._idle()
+        for _ in range(g.repeats * RETRIES):
+            if len(gaps) == g.repeats:
+                break
+            decoders = [Arrivals(0.0, reached={lead: asyncio.Event()}) for _ in range(n)]
+            # enough tokens to outlast the prompt's step with some to spare
+            runs = [asyncio.create_task(c.stream(g.mixed_context, g.decode_tokens, a)) for a in decoders]
+            try:
+                await asyncio.gather(*(a.reached[lead].wait() for a in decoders))
+                newcomer = await c.stream(p, 1)
+                await asyncio.gather(*runs)
+            finally:
+                for t in runs:
+                    t.cancel()
+            first = newcomer.times[0]
+            step, held = [], []
+            for a in decoders:
+                # the decoders' chunk that came with the newcomer's first token ends the mixed step
+                clean = dict(clean_gaps(a))
+                i = min(range(1, len(a.times)), key=lambda j, a=a: abs(a.times[j] - first))
+                if i in clean and abs(a.times[i] - first) < clean[i] / 2:
+                    step.append(clean[i])
+                    held.append(g.mixed_context + sum(a.tokens[:i]))
+            if step:
+                gaps.append(statistics.median(step))
+                ctxs.append(statistics.median(held) * n)
+        if not gaps:
+            raise NoCleanTiming(
+                f"no clean mixed step seen for n={n}, p={p} in {g.repeats * RETRIES} tries (a busy machine?)"
+            )
+        self.tick(f"mixed n={n} p={p}")
+        return Point(
+            "mixed", n + p, float(p * p), float(statistics.median(ctxs)), statistics.median(gaps), f"n={n} p={p}"
+        )
+
+    async def run(self) -> list[Point]:
+        """Warm up, then measure every point of the grid."""
+        await self.warm_up()
+        return await self._points()
+
+    async def _points(self) -> list[Point]:
+        g = self.grid
+        jobs = [(self.prefill, (p,)) for p in g.prefill_tokens]
+        jobs += [(self.decode, (n, ctx)) for n in g.decode_seqs for ctx in g.decode_contexts]
+        jobs += [(self.mixed, (n, p)) for n in g.mixed_seqs for p in g.mixed_prefill]
+        points = []
+        for job, args in jobs:
+            try:
+                points.append(await job(*args))
+            except NoCleanTiming as e:
+                self.skipped.append(str(e))  # one noisy point: the fit can do without it
+                self.tick("skipped")
+        if len(points) < len(jobs) / 2:
+            raise MeasureError(
+                f"{len(jobs) - len(points)} of {len(jobs)} points could not be timed; first: {self.skipped[0]}"
+            )
+        return points
