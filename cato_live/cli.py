@@ -64,6 +64,13 @@ from cato_live.profiling.command import profile  # noqa: E402  (`cato-live profi
 
 app.command()(profile)
 
+# `cato-live validate` (cato_validate/command.py) runs the simulator too. This CLI is the
+# composition root: the one cato_live module allowed to reach past the driver boundary
+# (pyproject.toml's import-linter contract ignores exactly this import).
+from cato_validate.command import validate  # noqa: E402
+
+app.command()(validate)
+
 
 def main() -> None:
     app()

@@ -72,9 +72,9 @@ class Fleet:
             for _ in range(self.deploy.models[m].replicas)
         ]
         results = await asyncio.gather(*starts)
-        failed = [rep for ok, rep in results if not ok]
-        if failed:
-            raise StartupError(f"replica {failed[0].id} did not start: {failed[0].failed}")
+        failed = [(rep, why) for ok, rep, why in results if not ok]
+        if failed:  # the whole error: a child's names its log and ends with the log's tail
+            raise StartupError(f"replica {failed[0][0].id} did not start: {failed[0][1]}")
         for pool in self.pools.values():
             if pool.scaler.interval_s:
                 self._spawn(self._scale_loop(pool))
@@ -115,23 +115,25 @@ class Fleet:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _start(self, pool: LivePool, rep: LiveReplica) -> tuple[bool, LiveReplica]:
+    async def _start(self, pool: LivePool, rep: LiveReplica) -> tuple[bool, LiveReplica, str | None]:
+        """Start ``rep``: (started, rep, why not: the provisioner's whole error)."""
         try:
             handle = await self.provisioner.start(pool.model, rep.id)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001  (any provisioner failure takes the replica out)
-            rep.failed = f"{type(e).__name__}: {e}".strip().splitlines()[0]
+            why = f"{type(e).__name__}: {e}".strip()
+            rep.failed = why.splitlines()[0]
             log.error("replica %s did not start: %s", rep.id, rep.failed)
             pool.release(rep)
-            return False, rep
+            return False, rep, why
         rep.handle = handle
         if rep.state.state == "released":  # released while it was starting
             self._stop_later(rep)
-            return True, rep
+            return True, rep, None
         pool.mark_ready(rep, handle, self._session(pool.model))
         log.info("replica %s ready at %s after %.1f s", rep.id, handle.base_url, rep.state.ready_s - rep.state.asked_s)
-        return True, rep
+        return True, rep, None
 
     def _session(self, model: str) -> aiohttp.ClientSession:
         """A new replica's session, on its model's shared connection pool."""

@@ -26,11 +26,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cato_core.errors import InputError, exits_on_input_error
+
+if TYPE_CHECKING:  # imported when a replay runs: httpx and pandas load slowly
+    from cato_live.replay.replayer import ReplayConfig, ReplayResult
 
 DEFAULT_PROFILE = "codellama-7b_a100"
 EXIT_PROBLEMS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
@@ -51,11 +54,12 @@ def check_target(url: str) -> str:
 
 
 class GatewayNotStarted(Exception):
-    """--deploy: the gateway did not come up; every task ends with ``status``."""
+    """--deploy: the gateway did not come up; every task ends with ``status``. ``detail``: the
+    whole story (a replica's error with its log tail), where ``reason`` is one line."""
 
-    def __init__(self, status: str, reason: str, url: str):
+    def __init__(self, status: str, reason: str, url: str, detail: str | None = None):
         super().__init__(reason)
-        self.status, self.reason, self.url = status, reason, url
+        self.status, self.reason, self.url, self.detail = status, reason, url, detail or reason
 
 
 @dataclass
@@ -99,7 +103,7 @@ async def deployed_gateway(deploy, provisioner, stopped: asyncio.Event):
             start.result()
         except StartupError as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__  # the log tail is in its log
-            raise GatewayNotStarted("failed", f"the gateway did not start: {first}", url) from None
+            raise GatewayNotStarted("failed", f"the gateway did not start: {first}", url, str(e)) from None
         server = _Server(
             uvicorn.Config(
                 create_app(deploy, gateway=gw), host=deploy.host, port=port, log_level="warning", lifespan="on"
@@ -117,6 +121,38 @@ async def deployed_gateway(deploy, provisioner, stopped: asyncio.Event):
             await asyncio.gather(serving, return_exceptions=True)
     finally:
         await gw.close()
+
+
+@dataclass
+class ReplayRun:
+    """One replay done: its config (target resolved), result and summary.json; with a DEPLOY
+    whose gateway did not start, why (the replica's error with its log tail)."""
+
+    cfg: ReplayConfig
+    result: ReplayResult
+    summary: dict
+    startup_error: str | None
+
+
+def replay_trace(trace, out: Path, cfg: ReplayConfig, args: dict, deploy=None, console=None) -> ReplayRun:
+    """Replay ``trace`` (as cato_traces.files.read_trace returns it) into ``out`` and write its
+    summary.json; with ``deploy`` (a checked Deploy), through the CATO gateway in this process,
+    its replicas started here and stopped at the end. ``args``: the resolved arguments to save
+    (the target and model actually used are added). Progress goes to ``console`` (stderr)."""
+    from rich.console import Console
+
+    from cato_live.replay.replayer import write_summary
+
+    provisioner = None
+    if deploy is not None:
+        from cato_live.provisioners.registry import make_provisioner
+
+        provisioner = make_provisioner(deploy)  # may hold resources: after every other check
+    console = console or Console(stderr=True)
+    t0 = time.perf_counter()
+    cfg, result, early = asyncio.run(_replay(trace, out, cfg, deploy, provisioner, args, console))
+    summary = write_summary(out, args, cfg, result, time.perf_counter() - t0)
+    return ReplayRun(cfg, result, summary, early.detail if early is not None else None)
 
 
 @exits_on_input_error
@@ -149,7 +185,7 @@ def replay(
 
     from cato_core.profile import load_profile
     from cato_core.tasks import default_task_types
-    from cato_live.replay.replayer import MIN_TOKEN_ID, ReplayConfig, write_summary
+    from cato_live.replay.replayer import MIN_TOKEN_ID, ReplayConfig
     from cato_report.table import summary_table
     from cato_traces.files import read_trace
 
@@ -167,11 +203,10 @@ def replay(
         if not ok:
             raise InputError(name, str(value), expect)
     prof = load_profile(profile)
-    d = provisioner = None
+    d = None
     profiles = {}
     if deploy is not None:
         from cato_live.deploy import load_deploy
-        from cato_live.provisioners.registry import make_provisioner
 
         d = load_deploy(deploy)
         task_types, profiles = d.task_types, {m: d.profile(m) for m in d.models}
@@ -184,8 +219,6 @@ def replay(
         df = df.iloc[:limit].reset_index(drop=True)
     if out.exists() and not out.is_dir():
         raise InputError(str(out), "--out", "a folder (it is a file)")
-    if d is not None:
-        provisioner = make_provisioner(d)  # last: it may hold resources
 
     args = {
         "trace": str(trace),
@@ -216,9 +249,8 @@ def replay(
         headers={"Authorization": f"Bearer {token}"} if token else {},
     )
     console = Console(stderr=True)
-    t0 = time.perf_counter()
-    cfg, result = asyncio.run(_replay(df, out, cfg, d, provisioner, args, console))
-    summary = write_summary(out, args, cfg, result, time.perf_counter() - t0)
+    run = replay_trace(df, out, cfg, args, d, console)
+    cfg, result, summary = run.cfg, run.result, run.summary
     Console().print(summary_table({"replay": summary}, title=f"replay of {trace.name} -> {cfg.target} (seed {seed})"))
     counts = ", ".join(f"{n} {s}" for s, n in sorted(result.by_status.items()))
     console.print(f"results: {out}  tasks: {counts}" + ("  (interrupted)" if result.interrupted else ""))
@@ -229,7 +261,9 @@ def replay(
 
 
 async def _replay(df, out, cfg, deploy, provisioner, args, console):
-    """Run the replay (with --deploy: inside the gateway's lifetime); Ctrl-C/SIGTERM stop it."""
+    """Run the replay (with --deploy: inside the gateway's lifetime); Ctrl-C/SIGTERM stop it.
+
+    Returns the config (target resolved), the result and GatewayNotStarted if it did not start."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -292,7 +326,7 @@ async def _replay(df, out, cfg, deploy, provisioner, args, console):
     if result.model is None and not result.interrupted and early is None:
         console.print(f"warning: {cfg.target}/v1/models did not answer; the requests named no model")
     args["model_resolved"] = result.model
-    return cfg, result
+    return cfg, result, early
 
 
 def main() -> None:

@@ -1,0 +1,172 @@
+"""The simulator's fidelity: one trace simulated and replayed live, compared from their tables.
+
+Per task type and overall: P50/P95 of task TTFT and E2E (numpy's linear percentile of the
+tasks that have the figure, as cato_report.summary computes them), ``rel_err`` = sim / live
+- 1; the Goodput rate (share of the tasks that met their SLA), ``abs_err`` = sim - live. The
+goal: P50 within 10%, P95 within 15%, Goodput within 3 points (``goal_met`` per row). With a
+second live run of the same trace, ``live_spread`` (live2 / live - 1, or live2 - live for
+Goodput) says how much live runs differ among themselves, and ``within_2x_spread`` whether
+the simulator's error is at most twice that. Also the router's wait prediction on each side
+(cato_report.wait_prediction).
+
+Every task of the trace must be in each side's tasks.parquet exactly once:
+:func:`check_every_task_once` raises :class:`LostTasks` otherwise. Pure: reads tables, returns
+dicts; pyarrow and numpy only.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from cato_report.wait_prediction import wait_prediction
+
+LATENCY_KEYS = ("ttft_p50", "ttft_p95", "e2e_p50", "e2e_p95")
+GOAL = {"p50_rel": 0.10, "p95_rel": 0.15, "goodput_abs": 0.03}
+TASK_COLUMNS = ["task_id", "task_type", "ttft_s", "e2e_s", "met", "status"]
+
+
+class LostTasks(Exception):
+    """A side's tasks.parquet does not hold every task of the trace exactly once."""
+
+    def __init__(self, path: str, missing: list[str], repeated: list[str], extra: list[str]):
+        self.path, self.missing, self.repeated, self.extra = path, missing, repeated, extra
+        parts = [
+            f"{what} {len(ids)} (e.g. {ids[:3]})"
+            for what, ids in (("missing", missing), ("repeated", repeated), ("not in the trace", extra))
+            if ids
+        ]
+        super().__init__(f"{path}: task_id: every task of the trace exactly once; " + ", ".join(parts))
+
+
+def read_tasks(path: str | Path) -> pa.Table:
+    with pq.ParquetFile(path) as f:
+        return f.read(columns=TASK_COLUMNS)
+
+
+def check_every_task_once(trace_ids: Iterable[str], tasks: str | Path) -> None:
+    """Raise LostTasks unless ``tasks`` (a tasks.parquet) has each of ``trace_ids`` exactly once."""
+    counts = Counter(read_tasks(tasks)["task_id"].to_pylist())
+    want = [str(i) for i in trace_ids]
+    wanted = set(want)
+    missing = [i for i in want if i not in counts]
+    repeated = sorted(i for i, n in counts.items() if n > 1)
+    extra = sorted(str(i) for i in counts if i not in wanted)
+    if missing or repeated or extra:
+        raise LostTasks(str(tasks), missing, repeated, extra)
+
+
+def percentile(values: np.ndarray, q: float) -> float | None:
+    v = values[np.isfinite(values)]
+    return float(np.percentile(v, q)) if v.size else None
+
+
+def figures(tasks: pa.Table) -> dict:
+    """P50/P95 TTFT and E2E, Goodput rate and tasks by status of one group of tasks."""
+    out = {}
+    for col in ("ttft", "e2e"):
+        values = tasks[f"{col}_s"].to_numpy(zero_copy_only=False).astype(float)  # nulls become NaN
+        for q in (50, 95):
+            out[f"{col}_p{q}"] = percentile(values, q)
+    met = pc.sum(pc.fill_null(tasks["met"], False).cast(pa.int64())).as_py() or 0  # a null met: not met
+    out["goodput_rate"] = met / tasks.num_rows if tasks.num_rows else None
+    out["status"] = dict(sorted(Counter(tasks["status"].to_pylist()).items()))
+    return out
+
+
+def by_task_type(tasks: pa.Table) -> dict[str, dict]:
+    return {
+        t: figures(tasks.filter(pc.equal(tasks["task_type"], t))) for t in sorted(set(tasks["task_type"].to_pylist()))
+    }
+
+
+def rel_err(sim: float | None, live: float | None) -> float | None:
+    """sim / live - 1 (None where either is missing or live is 0)."""
+    if sim is None or live is None or live == 0:
+        return None
+    return sim / live - 1
+
+
+def abs_err(sim: float | None, live: float | None) -> float | None:
+    return None if sim is None or live is None else sim - live
+
+
+def goal_met(key: str, err: float | None) -> bool | None:
+    if err is None:
+        return None
+    if key == "goodput_rate":
+        return abs(err) <= GOAL["goodput_abs"]
+    return abs(err) <= GOAL["p50_rel" if key.endswith("p50") else "p95_rel"]
+
+
+def within_2x(err: float | None, spread: float | None) -> bool | None:
+    """The simulator's error at most twice the live runs' spread (both as magnitudes)."""
+    if err is None or spread is None:
+        return None
+    return abs(err) <= 2 * abs(spread)
+
+
+def compare(sim: dict, live: dict, live2: dict | None = None) -> dict:
+    """The rows of one group: each latency key and the Goodput rate, sim beside live."""
+    rows = {}
+    for key in (*LATENCY_KEYS, "goodput_rate"):
+        measure = abs_err if key == "goodput_rate" else rel_err
+        err_name = "abs_err" if key == "goodput_rate" else "rel_err"
+        s, lv = sim.get(key), live.get(key)
+        row = {"sim": s, "live": lv, err_name: measure(s, lv)}
+        row["goal_met"] = goal_met(key, row[err_name])
+        if live2 is not None:
+            row["live2"] = live2.get(key)
+            row["live_spread"] = measure(row["live2"], lv)
+            row["within_2x_spread"] = within_2x(row[err_name], row["live_spread"])
+        rows[key] = row
+    rows["status"] = {"sim": sim.get("status", {}), "live": live.get("status", {})}
+    if live2 is not None:
+        rows["status"]["live2"] = live2.get("status", {})
+    return rows
+
+
+def verdict(groups: Iterable[dict]) -> dict:
+    """Whether every row that has both figures is within twice the live spread."""
+    checked = [
+        row["within_2x_spread"]
+        for g in groups
+        for key, row in g.items()
+        if key != "status" and row.get("within_2x_spread") is not None
+    ]
+    return {
+        "sim_within_2x_live_spread": bool(checked) and all(checked),
+        "rows_checked": len(checked),
+        "rows_within": sum(checked),
+    }
+
+
+def fidelity(sim: str | Path, live: str | Path, live2: str | Path | None = None) -> dict:
+    """The fidelity report of run folders ``sim`` and ``live`` (and a second live run)."""
+    dirs = {"sim": Path(sim), "live": Path(live)} | ({"live2": Path(live2)} if live2 is not None else {})
+    tables = {side: read_tasks(d / "tasks.parquet") for side, d in dirs.items()}
+    overall = {side: figures(t) for side, t in tables.items()}
+    types = {side: by_task_type(t) for side, t in tables.items()}
+    names = sorted(set().union(*(t.keys() for t in types.values())))
+    report = {
+        "overall": compare(overall["sim"], overall["live"], overall.get("live2")),
+        "by_task_type": {
+            name: compare(
+                types["sim"].get(name, {}),
+                types["live"].get(name, {}),
+                types["live2"].get(name, {}) if "live2" in types else None,
+            )
+            for name in names
+        },
+        "wait_prediction": {side: wait_prediction(d / "nodes.parquet") for side, d in dirs.items()},
+        "goal": dict(GOAL),
+    }
+    if live2 is not None:
+        report["verdict"] = verdict([report["overall"], *report["by_task_type"].values()])
+    return report

@@ -1,0 +1,108 @@
+"""fidelity.md: the fidelity report (cato_report.fidelity) as tables a person reads."""
+
+from __future__ import annotations
+
+from cato_report.fidelity import GOAL, LATENCY_KEYS
+from cato_report.wait_prediction import WAIT_FLOOR_S
+
+LABELS = {
+    "ttft_p50": "TTFT P50",
+    "ttft_p95": "TTFT P95",
+    "e2e_p50": "E2E P50",
+    "e2e_p95": "E2E P95",
+    "goodput_rate": "Goodput",
+}
+
+
+def _seconds(x: float | None) -> str:
+    return "-" if x is None else f"{x * 1000:.1f} ms" if x < 1 else f"{x:.3f} s"
+
+
+def _share(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:.1f}%"
+
+
+def _signed(x: float | None, points: bool) -> str:
+    if x is None:
+        return "-"
+    return f"{x * 100:+.1f} pt" if points else f"{x * 100:+.1f}%"
+
+
+def _yes(x: bool | None) -> str:
+    return "-" if x is None else "yes" if x else "**no**"
+
+
+def _goal(key: str) -> str:
+    if key == "goodput_rate":
+        return f"±{GOAL['goodput_abs'] * 100:g} pt"
+    return f"±{GOAL['p50_rel' if key.endswith('p50') else 'p95_rel'] * 100:g}%"
+
+
+def _rows(group: str, g: dict, repeat: bool) -> list[str]:
+    out = []
+    for key in (*LATENCY_KEYS, "goodput_rate"):
+        row = g[key]
+        points = key == "goodput_rate"
+        fmt = _share if points else _seconds
+        err = row["abs_err" if points else "rel_err"]
+        cells = [group, LABELS[key], fmt(row["sim"]), fmt(row["live"]), _signed(err, points), _goal(key)]
+        cells.append(_yes(row["goal_met"]))
+        if repeat:
+            cells += [fmt(row.get("live2")), _signed(row.get("live_spread"), points), _yes(row.get("within_2x_spread"))]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def _status(counts: dict) -> str:
+    return ", ".join(f"{n} {s}" for s, n in counts.items()) or "-"
+
+
+def fidelity_markdown(report: dict, inputs: dict) -> str:
+    """The report as markdown: the goal, its inputs, one table row per figure, wait prediction."""
+    repeat = "verdict" in report
+    head = ["group", "figure", "sim", "live", "sim vs live", "goal", "goal met"]
+    if repeat:
+        head += ["live2", "live2 vs live", "within 2x spread"]
+    lines = [
+        "# Simulator fidelity",
+        "",
+        f"Goal: P50 within {GOAL['p50_rel'] * 100:g}%, P95 within {GOAL['p95_rel'] * 100:g}%, Goodput within "
+        f"{GOAL['goodput_abs'] * 100:g} points (error = sim / live - 1; Goodput: sim - live).",
+        "",
+        *(f"- {k}: `{v}`" for k, v in inputs.items()),
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    lines += _rows("all", report["overall"], repeat)
+    for name, g in report["by_task_type"].items():
+        lines += _rows(name, g, repeat)
+    met = [
+        g[k]["goal_met"]
+        for g in (report["overall"], *report["by_task_type"].values())
+        for k in (*LATENCY_KEYS, "goodput_rate")
+        if g[k]["goal_met"] is not None
+    ]
+    lines += ["", f"Goal met on {sum(met)} of {len(met)} rows."]
+    if repeat:
+        v = report["verdict"]
+        lines.append(
+            f"Simulator error within twice the live-vs-live spread on {v['rows_within']} of {v['rows_checked']} "
+            f"rows: {'yes' if v['sim_within_2x_live_spread'] else 'no'}."
+        )
+    lines += ["", "Tasks by status:", ""]
+    for side, counts in report["overall"]["status"].items():
+        lines.append(f"- {side}: {_status(counts)}")
+    lines += [
+        "",
+        "Router's wait prediction (LLM calls that ran; relative error against max(actual wait, "
+        f"{WAIT_FLOOR_S * 1000:g} ms)):",
+        "",
+        "| run | calls | median abs error | median abs relative error |",
+        "|---|---|---|---|",
+    ]
+    for side, w in report["wait_prediction"].items():
+        lines.append(
+            f"| {side} | {w['calls']} | {_seconds(w['median_abs_err_s'])} | {_share(w['median_abs_rel_err'])} |"
+        )
+    return "\n".join(lines) + "\n"
