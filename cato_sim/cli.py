@@ -180,6 +180,85 @@ def sweep(
         raise typer.Exit(1)
 
 
+def _axis_options(pairs: list[str] | None, what: str) -> dict[str, str]:
+    out = {}
+    for item in pairs or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(what, item, "axis=value, e.g. load=0.9")
+        out[key.strip()] = value
+    return out
+
+
+@app.command()
+@exits_on_input_error
+def explore(
+    experiment: Annotated[Path | None, typer.Argument(help="experiment YAML with a 'generate' trace")] = None,
+    load: Annotated[str | None, typer.Option(help="loads, fractions of measured capacity [0.3,0.6,0.9,1.1]")] = None,
+    sla: Annotated[str | None, typer.Option(help="SLA multiples of the isolated baseline [1.2,2,3,5]")] = None,
+    cv: Annotated[str | None, typer.Option(help="arrival gaps' CV, 1 or poisson = Poisson [1,2,8]")] = None,
+    slowdown: Annotated[str | None, typer.Option(help="device slowdowns, every profile time x [1,2,4]")] = None,
+    base: Annotated[
+        list[str] | None, typer.Option(help="an axis' base value, e.g. load=0.9 [load=0.9 sla=3 cv=1 slowdown=1]")
+    ] = None,
+    pairs: Annotated[str | None, typer.Option(help="pairs of axes to vary, e.g. load:sla,load:cv [all]")] = None,
+    policies: Annotated[
+        str, typer.Option(help="CATO and the baselines, set-up names or presets")
+    ] = "cato,round_robin,rayserve,rayserve_llm,rayserve_vllm_example",
+    cato: Annotated[str, typer.Option(help="the policy the others are compared with")] = "cato",
+    seeds: Annotated[int, typer.Option(help="seeds per point and policy")] = 3,
+    tasks: Annotated[int, typer.Option(help="tasks per trace")] = 200,
+    workers: Annotated[int | None, typer.Option(help="parallel processes (default: CPU count)")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="run as Ray tasks: an address, or 'local'")] = None,
+    out: Annotated[Path | None, typer.Option(help="explore folder (default results/<name>-explore)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override: key.sub=value")] = None,
+    resume: Annotated[bool, typer.Option(help="skip runs whose folder already holds their result")] = False,
+    plots: Annotated[bool, typer.Option(help="draw the heatmaps into DIR/plots")] = True,
+    report_only: Annotated[bool, typer.Option(help="rebuild table and heatmaps of --out from its files")] = False,
+) -> None:
+    """Map CATO's Goodput gain over the strongest baseline across load, SLA, burstiness and
+    device speed; write explore.parquet, gain.md and heatmaps (cato_sim/explore.py).
+
+    Exit code 1 when a run failed (see DIR/failures.json).
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from cato_report.explore_gain import HEADER, table_rows
+    from cato_sim.experiment import load_experiment
+    from cato_sim.explore import collect, make_grid, run_explore, write_report
+    from cato_sim.sweep import parse_list
+
+    console = Console(stderr=True, emoji=False)
+    if report_only:
+        if out is None:
+            raise InputError("--report-only", "--out", "the explore folder to redraw")
+        result = collect(out)
+    else:
+        if experiment is None:
+            raise InputError("explore", "EXPERIMENT", "an experiment YAML (or --report-only --out DIR)")
+        values = {k: v for k, v in {"load": load, "sla": sla, "cv": cv, "slowdown": slowdown}.items() if v}
+        grid = make_grid(values, _axis_options(base, "--base"), pairs)
+        exp, base_dir = load_experiment(experiment, set_ or [])
+        out = out or Path("results") / f"{exp.name}-explore"
+        names = parse_list(policies, "--policies")
+        with progress_bar(console) as progress:
+            result = run_explore(
+                exp, base_dir, out, grid, names, seeds, tasks, workers, ray_address, cato, resume, progress
+            )
+    gains, written = write_report(out, plots)
+    table = Table(title="Goodput rate gain over the strongest baseline (points, 95% CI over seeds)")
+    for h in [*HEADER, "gain (95% CI)"]:
+        table.add_column(h, justify="left" if h == "strongest baseline" else "right")
+    for cells in table_rows(gains):
+        table.add_row(*cells)
+    Console(emoji=False).print(table)
+    console.print(f"results: {out / 'explore.parquet'}  {', '.join(p.name for p in written)}", markup=False)
+    if result.failures:
+        console.print(f"{len(result.failures)} run(s) failed: {out / 'failures.json'}", markup=False)
+        raise typer.Exit(1)
+
+
 @app.command()
 @exits_on_input_error
 def reproduce(
@@ -188,16 +267,24 @@ def reproduce(
     seeds: Annotated[int, typer.Option(help="seeds per point")] = 5,
     workers: Annotated[int | None, typer.Option(help="parallel processes")] = None,
     report_only: Annotated[bool, typer.Option(help="rewrite the report from existing sweeps")] = False,
+    duration_s: Annotated[
+        float | None, typer.Option(help="generated traces this long (a quick check; default each experiment's)")
+    ] = None,
+    map_axis: Annotated[
+        list[str] | None, typer.Option(help="the maps' values of an axis, e.g. load=0.5,1.1 (explore's default)")
+    ] = None,
+    map_tasks: Annotated[int | None, typer.Option(help="tasks per trace on the maps (explore's default)")] = None,
 ) -> None:
-    """Run the paper's experiments as sweeps and write the reproduction report."""
+    """Run the paper's experiments as sweeps and explore maps; write the reproduction report."""
     from rich.console import Console
 
     from cato_sim.reproduce import run_all, write_report
 
     root = Path(__file__).resolve().parents[1]
     if not report_only:
+        axes = _axis_options(map_axis, "--map-axis")
         with progress_bar(Console(stderr=True)) as progress:
-            run_all(root, out, seeds, workers, progress=progress)
+            run_all(root, out, seeds, workers, progress, duration_s, axes, map_tasks)
     typer.echo(write_report(out, report))
 
 
@@ -214,8 +301,10 @@ def trace_generate(
     seed: Annotated[int, typer.Option()] = 0,
     lengths: Annotated[str, typer.Option(help="measured | prompts")] = "measured",
     with_prompt: Annotated[bool, typer.Option(help="add prompt text (lengths=prompts)")] = False,
+    arrivals: Annotated[str, typer.Option(help="poisson | gamma (bursty, with --cv)")] = "poisson",
+    cv: Annotated[float | None, typer.Option(help="gamma arrivals: the gaps' coefficient of variation")] = None,
 ) -> None:
-    """Write a seeded Poisson trace of coding tasks."""
+    """Write a seeded Poisson (or gamma) trace of coding tasks."""
     from cato_traces.generate import generate_trace, save_trace
 
     weights = {}
@@ -235,6 +324,8 @@ def trace_generate(
         seed=seed,
         lengths=lengths,
         with_prompt=with_prompt,
+        arrivals=arrivals,
+        cv=cv,
     )
     save_trace(df, out)
     typer.echo(f"{len(df)} tasks over {df['arrival_s'].max():.1f} s -> {out}")

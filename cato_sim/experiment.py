@@ -25,7 +25,7 @@ class Strict(BaseModel):
 
 
 class GenerateSpec(Strict):
-    """A Poisson trace made on the fly (see `cato-sim trace generate`)."""
+    """A Poisson (or gamma, with ``cv``) trace made on the fly (see `cato-sim trace generate`)."""
 
     rate: float = Field(gt=0)  # tasks per second
     duration_s: float | None = Field(default=None, gt=0)
@@ -34,6 +34,14 @@ class GenerateSpec(Strict):
         default_factory=lambda: {"completion": 1, "generation": 1, "summarization": 1, "translation": 1}
     )
     lengths: Literal["measured", "prompts"] = "measured"
+    arrivals: Literal["poisson", "gamma"] = "poisson"
+    cv: float | None = Field(default=None, gt=0)  # gamma: the gaps' coefficient of variation
+
+    @model_validator(mode="after")
+    def _cv(self) -> GenerateSpec:
+        if (self.arrivals == "gamma") != (self.cv is not None):
+            raise ValueError("give 'cv' with arrivals 'gamma', and only then")
+        return self
 
 
 class TraceSpec(Strict):

@@ -45,7 +45,14 @@ def build_trace(exp: Experiment, base_dir: Path, seed: int) -> pd.DataFrame:
 
         g = spec.generate
         df = generate_trace(
-            rate=g.rate, duration_s=g.duration_s, num_tasks=g.num_tasks, mix=g.mix, seed=seed, lengths=g.lengths
+            rate=g.rate,
+            duration_s=g.duration_s,
+            num_tasks=g.num_tasks,
+            mix=g.mix,
+            seed=seed,
+            lengths=g.lengths,
+            arrivals=g.arrivals,
+            cv=g.cv,
         )
     if spec.limit is not None:
         df = df.iloc[: spec.limit]

@@ -321,6 +321,16 @@ def _ray_results(ray, jobs: list[dict], started: bool) -> Iterator[dict]:
             ray.shutdown()
 
 
+def execute(jobs: list[dict], workers: int | None = None, ray_address: str | None = None) -> Iterator[dict]:
+    """``run_job`` on every job, in worker processes (default: one per CPU) or as Ray tasks;
+    the records as they finish. Ray connects at once: a bad address fails before any run."""
+    if workers is not None and workers < 1:
+        raise InputError("--workers", str(workers), "at least 1")
+    if ray_address:
+        return _ray(jobs, ray_address, workers)
+    return _local(jobs, max(1, min(workers or os.cpu_count() or 1, len(jobs))))
+
+
 @dataclass
 class SweepResult:
     frame: pd.DataFrame  # sweep.parquet
@@ -341,14 +351,9 @@ def run_sweep(
 ) -> SweepResult:
     """Run every (policy, rate, seed) and collect; ``progress``: a rich Progress (None: silent)."""
     plan = plan_sweep(exp, base_dir, policies, rates, seeds)
-    if workers is not None and workers < 1:
-        raise InputError("--workers", str(workers), "at least 1")
     out = Path(out)
     jobs = jobs_of(plan, out)
-    if ray_address:
-        records = _ray(jobs, ray_address, workers)  # connects now: a bad address writes nothing
-    else:
-        records = _local(jobs, min(workers or os.cpu_count() or 1, len(jobs)))
+    records = execute(jobs, workers, ray_address)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(json.dumps(plan, indent=2) + "\n")
     bar = progress.add_task(f"{exp.name}: runs", total=len(jobs)) if progress is not None else None

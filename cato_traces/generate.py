@@ -1,4 +1,8 @@
-"""Synthetic traces: Poisson arrivals of a task-type mix with per-type token lengths.
+"""Synthetic traces: Poisson (or gamma) arrivals of a task-type mix with per-type token lengths.
+
+Arrivals are Poisson by default: exponential gaps, coefficient of variation (CV) 1. For
+bursty traffic, ``arrivals="gamma"`` draws gamma gaps with the same mean 1/rate and the
+given CV: shape 1/CV^2, scale CV^2/rate (CV > 1 clumps arrivals into bursts).
 
 Token lengths are lognormals fitted to a measured mean and p99 (``fit_lognormal``), truncated
 to [lo, hi] by redrawing out-of-range values, then rounded. All parameters are in ``LENGTHS``.
@@ -66,6 +70,7 @@ LENGTHS: dict[str, dict[str, Dist]] = {
     },
 }
 TASK_TYPES = tuple(LENGTHS)
+ARRIVALS = ("poisson", "gamma")
 
 
 def fit_lognormal(mean: float, p99: float) -> tuple[float, float]:
@@ -99,14 +104,23 @@ def sample_lengths(dist: Dist, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.rint(x), dist.lo, dist.hi).astype(np.int64)
 
 
-def _arrivals(rng: np.random.Generator, rate: float, duration_s, num_tasks) -> np.ndarray:
+def _gaps(rng: np.random.Generator, rate: float, cv: float | None):
+    """Inter-arrival gaps of ``n``: exponential (Poisson; ``cv`` None) or gamma with that CV."""
+    if cv is None:
+        return lambda n: rng.exponential(1 / rate, n)  # the draws of every Poisson trace so far
+    shape = 1 / (cv * cv)
+    return lambda n: rng.gamma(shape, 1 / (rate * shape), n)
+
+
+def _arrivals(rng: np.random.Generator, rate: float, duration_s, num_tasks, cv: float | None = None) -> np.ndarray:
+    gaps = _gaps(rng, rate, cv)
     if num_tasks is not None:
-        return np.cumsum(rng.exponential(1 / rate, num_tasks))
+        return np.cumsum(gaps(num_tasks))
     # Draw in chunks sized well past the expected count; usually one chunk suffices.
     chunk = int(rate * duration_s + 5 * math.sqrt(rate * duration_s)) + 16
-    t = np.cumsum(rng.exponential(1 / rate, chunk))
+    t = np.cumsum(gaps(chunk))
     while t[-1] < duration_s:
-        t = np.concatenate([t, t[-1] + np.cumsum(rng.exponential(1 / rate, chunk))])
+        t = np.concatenate([t, t[-1] + np.cumsum(gaps(chunk))])
     return t[t < duration_s]
 
 
@@ -118,9 +132,15 @@ def _is_int(x) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
-def _validate(rate, duration_s, num_tasks, mix, seed, lengths, with_prompt) -> None:
+def _validate(rate, duration_s, num_tasks, mix, seed, lengths, with_prompt, arrivals="poisson", cv=None) -> None:
     if not (_is_num(rate) and math.isfinite(rate) and rate > 0):
         raise InputError(SRC, "rate", f"tasks per second > 0 (got {rate!r})")
+    if arrivals not in ARRIVALS:
+        raise InputError(SRC, "arrivals", f"one of {list(ARRIVALS)} (got {arrivals!r})")
+    if arrivals == "gamma" and not (_is_num(cv) and math.isfinite(cv) and cv > 0):
+        raise InputError(SRC, "cv", f"the gaps' coefficient of variation > 0 for gamma arrivals (got {cv!r})")
+    if arrivals == "poisson" and cv is not None:
+        raise InputError(SRC, "cv", "no value with Poisson arrivals (their CV is 1); use arrivals='gamma'")
     if (duration_s is None) == (num_tasks is None):
         raise InputError(SRC, "duration_s", "exactly one of 'duration_s' or 'num_tasks'")
     if duration_s is not None and not (_is_num(duration_s) and 0 < duration_s < math.inf):
@@ -154,8 +174,12 @@ def generate_trace(
     lengths: str = "measured",
     with_prompt: bool = False,
     data_dir: str | Path | None = None,
+    arrivals: str = "poisson",
+    cv: float | None = None,
 ) -> pd.DataFrame:
-    """A trace (cato_traces.files schema) of Poisson arrivals at ``rate`` tasks/s.
+    """A trace (cato_traces.files schema) of Poisson arrivals at ``rate`` tasks/s, or of
+    gamma arrivals at that rate whose gaps have coefficient of variation ``cv``
+    (``arrivals="gamma"``).
 
     Give exactly one of ``duration_s`` (arrivals before it) or ``num_tasks``. Task types are
     drawn by the ``mix`` weights. ``lengths="measured"`` samples both token counts from
@@ -163,14 +187,14 @@ def generate_trace(
     its estimated tokens, outputs still from ``LENGTHS``; ``with_prompt`` adds its text.
     Every draw comes from one ``numpy.random.default_rng(seed)``.
     """
-    _validate(rate, duration_s, num_tasks, mix, seed, lengths, with_prompt)
+    _validate(rate, duration_s, num_tasks, mix, seed, lengths, with_prompt, arrivals, cv)
     pools = None
     if lengths == "prompts":
         from cato_traces.prompts import load_pools  # reads files: only when asked
 
         pools = load_pools(data_dir)
     rng = np.random.default_rng(seed)
-    arrival = _arrivals(rng, float(rate), duration_s, num_tasks)
+    arrival = _arrivals(rng, float(rate), duration_s, num_tasks, None if arrivals == "poisson" else float(cv))
     n = arrival.size
     if n == 0:
         raise InputError(SRC, "duration_s", f"long enough for one arrival at rate {rate} (got {duration_s})")

@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from cato_core.presets import presets
 from cato_sim.cli import app
-from cato_sim.reproduce import Figure, claims, paired, verdict, write_report
+from cato_sim.reproduce import BASELINES, POLICIES, Figure, best_baseline, claims, paired, verdict, write_report
 
 
 def sweep_frame(goodput: dict[str, list[float]], rate=2.0, utilization=None) -> pd.DataFrame:
@@ -38,6 +39,15 @@ def test_paired_difference_against_the_best_baseline():
     assert fig.lo == pytest.approx(0.1) and fig.hi == pytest.approx(0.1)
     rel, _ = paired(frame, 2.0, "ttft_p95", "generation", relative=True)
     assert rel.mean == pytest.approx(-0.2)  # 0.8 / 1.0 - 1
+
+
+def test_every_preset_baseline_is_compared_and_the_strongest_named():
+    assert sorted(BASELINES) == sorted(n for n in presets() if n != "cato")
+    frame = sweep_frame(
+        {"cato": [0.9, 0.9], "rayserve": [0.7, 0.7], "rayserve_llm": [0.8, 0.8], "round_robin": [0.8, 0.8]}
+    )
+    frame["replica_seconds"] = frame["policy"].map({"rayserve_llm": 90.0}).fillna(100.0)
+    assert best_baseline(frame, 2.0) == "rayserve_llm"  # ties round robin on Goodput, fewer replica-seconds
 
 
 @pytest.mark.parametrize(
@@ -72,12 +82,19 @@ def test_claims_read_only_result_files(tmp_path):
 
 def test_reproduce_command_end_to_end(tmp_path):
     out, report = tmp_path / "runs", tmp_path / "paper.md"
-    res = CliRunner().invoke(app, ["reproduce", "--seeds", "2", "--out", str(out), "--report", str(report)])
+    small = ["--duration-s", "8", "--map-tasks", "20", "--workers", "2"]
+    for axis in ("load=0.5,1.1", "sla=1.5,3", "cv=1", "slowdown=1"):
+        small += ["--map-axis", axis]
+    res = CliRunner().invoke(app, ["reproduce", "--seeds", "2", "--out", str(out), "--report", str(report), *small])
     assert res.exit_code == 0, res.output
     text = report.read_text()
     for name in ("rq1", "rq1_tight", "all_tasks", "all_tasks_tight", "coldstart", "azure"):
         assert f"### {name}:" in text and (out / name / "sweep.parquet").is_file()
+        assert set(pd.read_parquet(out / name / "sweep.parquet")["policy"]) == set(POLICIES)
+    for name in ("map_all_tasks", "map_rq1"):
+        assert f"### {name}" in text and (out / name / "explore.parquet").is_file()
     assert text.count("| RQ1: CATO's Goodput gain grows") == 2
+    assert text.count("(`map_all_tasks`) |") == 10 and text.count("(`map_rq1`) |") == 2
     # The report comes back identical from the files alone.
     before = text
     res = CliRunner().invoke(app, ["reproduce", "--report-only", "--out", str(out), "--report", str(report)])
