@@ -135,6 +135,10 @@ class CatoRouter:
             probe = self._probe = _LeastBusy(q.profile)
         if not _service_s(probe, r) > t0:
             return None  # a busy replica might tie the quiet ones
+        if not suspects:  # the usual case: _choose over q alone, inlined (t0 is a number here)
+            self._turn = turn
+            w = q._queued_prefill_s  # q.wait_s(now): q runs nothing
+            return Route(q, ON_TIME if w + t0 <= slack else AT_RISK, w)
         # The scan over q and the suspects, in the scan's own order from `turn`.
         order = sorted({(first - turn) % n} | {(ready.position(k) - turn) % n for k in suspects})
         self._turn = turn
