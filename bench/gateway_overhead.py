@@ -27,7 +27,12 @@ alternating by round). Prints per path p50/p99 TTFT and E2E, each gateway's adde
 over the stub and its CPU per call, how many replicas took calls and its RSS, and the ratios
 last/first count (1000/10). The stub is on core 0, the gateways and the load on core 1.
 
-    python bench/gateway_overhead.py --replicas 10,1000 [--rates 50,100] [--seconds 10]
+``--replica-ports``: each replica at a port of its own instead (the stub listens on as many
+consecutive ports as the largest count), as real replicas are: the gateway then holds
+connections per replica, so the figures include what spreading calls over many replicas
+costs in connections, not only the routing.
+
+    python bench/gateway_overhead.py --replicas 10,1000 [--replica-ports] [--rates 50,100] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -131,6 +136,31 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def replica_urls(port: int, n: int, own_ports: bool) -> list[str]:
+    """The stub's addresses for n replicas: a port each, or one port and a path prefix each."""
+    if own_ports:
+        return [f"http://127.0.0.1:{port + i}" for i in range(n)]
+    return [f"http://127.0.0.1:{port}/r{i}" for i in range(n)]
+
+
+def free_port_range(n: int) -> int:
+    """The first of n consecutive free ports (probed by binding each, from 20000 up)."""
+    import socket
+
+    base = 20000
+    while base + n < 65536:
+        for i in range(n):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", base + i))
+                except OSError:
+                    base += i + 1
+                    break
+        else:
+            return base
+    raise RuntimeError(f"no {n} consecutive free ports")
+
+
 def many_replicas(args) -> None:
     """The gateway with few vs many replicas, all of them one stub server (see the docstring)."""
     counts = [int(n) for n in args.replicas.split(",")]
@@ -140,9 +170,17 @@ def many_replicas(args) -> None:
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            stub_port = free_port()
+            port_count = max(counts) if args.replica_ports else 1
+            stub_port = free_port_range(port_count)
             stub = subprocess.Popen(
-                [sys.executable, str(ROOT / "bench/stub_openai.py"), "--port", str(stub_port)],
+                [
+                    sys.executable,
+                    str(ROOT / "bench/stub_openai.py"),
+                    "--port",
+                    str(stub_port),
+                    "--port-count",
+                    str(port_count),
+                ],
                 cwd=ROOT,
             )
             os.sched_setaffinity(stub.pid, stub_cores)  # before it starts any thread
@@ -166,7 +204,10 @@ def many_replicas(args) -> None:
                             "max_num_seqs": 256,
                         }
                     },
-                    "provisioner": {"kind": "static", "models": {SERVED: [f"{stub_url}/r{i}" for i in range(n)]}},
+                    "provisioner": {
+                        "kind": "static",
+                        "models": {SERVED: replica_urls(stub_port, n, args.replica_ports)},
+                    },
                 }
                 path = Path(tmp) / f"deploy-{n}.yaml"
                 path.write_text(yaml.safe_dump(deploy))
@@ -188,7 +229,7 @@ def many_replicas(args) -> None:
             )
             print(f"{'rate/s':>6} {'path':<10} {'n':>5} {'TTFT p50':>9} {'TTFT p99':>9} {'E2E p50':>8} {'E2E p99':>8}")
             task = {"X-CATO-Task": "completion"}
-            direct_url = stub_url + "/r0"
+            direct_url = replica_urls(stub_port, 1, args.replica_ports)[0]
             for rate in (float(r) for r in args.rates.split(",")):
                 for _, url in gateways.values():
                     asyncio.run(phase(url, rate, 3.0, 99, task))  # warm-up
@@ -251,6 +292,7 @@ def main() -> None:
     ap.add_argument(
         "--replicas", help="many-replica mode: replica counts served by one stub server, e.g. 10,1000 (no vLLM)"
     )
+    ap.add_argument("--replica-ports", action="store_true", help="many-replica mode: each replica at a port of its own")
     args = ap.parse_args()
     if args.replicas:
         many_replicas(args)

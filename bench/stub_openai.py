@@ -11,9 +11,11 @@ URL, client session and connections) and is served here as ``/r17/v1/...``.
                                                  stream_options.include_usage, then [DONE];
                                                  not streamed: one JSON answer
 
-No delay between chunks unless --itl-ms. Used by bench/gateway_overhead.py --replicas.
+No delay between chunks unless --itl-ms. ``--port-count N`` listens on N consecutive ports
+from --port, so N replicas can each have an address (and connections) of their own. Used by
+bench/gateway_overhead.py --replicas.
 
-    python bench/stub_openai.py --port 9000 [--served-model-name cato-tiny] [--itl-ms 0]
+    python bench/stub_openai.py --port 9000 [--port-count 1] [--served-model-name cato-tiny] [--itl-ms 0]
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--port-count", type=int, default=1, help="listen on this many consecutive ports from --port")
     ap.add_argument("--served-model-name", default="cato-tiny")
     ap.add_argument("--itl-ms", type=float, default=0.0, help="delay before each token chunk")
     args = ap.parse_args()
@@ -110,14 +113,16 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    web.run_app(
-        make_app(args.served_model_name, args.itl_ms / 1e3),
-        host=args.host,
-        port=args.port,
-        access_log=None,
-        print=None,
-        backlog=4096,
-    )
+    asyncio.run(serve(make_app(args.served_model_name, args.itl_ms / 1e3), args.host, args.port, args.port_count))
+
+
+async def serve(app: web.Application, host: str, port: int, count: int) -> None:
+    """Serve ``app`` on ``count`` consecutive ports from ``port`` until killed."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    for p in range(port, port + count):
+        await web.TCPSite(runner, host, p, backlog=4096).start()
+    await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
