@@ -83,6 +83,22 @@ class Engine:
         elif self._stretch is not None and self._can_admit():
             self._cut_stretch()
 
+    def abort(self, now: float, why: str) -> None:
+        """Stop now, as a killed server does: every request in the batch fails with ``why``."""
+        self._version += 1  # voids the scheduled end of the step or stretch under way
+        seqs = [*self._prefilling, *(s for _, _, s in self._decoding)]
+        self._prefilling.clear()
+        self._decoding.clear()
+        self._stretch, self._context, self._in_step = None, 0, False
+        if self._busy_since is not None:
+            self.busy_s += now - self._busy_since
+            self._busy_since = None
+        for s in seqs:
+            self.kv_used -= s.prompt + s.output
+            self._seqs -= 1
+            self.state.finish(s.req, now)
+            self.listener.on_fail(s.req, now, why)
+
     @property
     def seqs(self) -> int:
         """Sequences in the batch (prefilling or decoding)."""

@@ -91,6 +91,7 @@ class Simulation:
                 dispatch=self._dispatch,
                 reject=self._reject,
                 on_released=self._released,
+                stop=self._stop,
             )
             for m, spec in exp.models.items()
         }
@@ -184,6 +185,14 @@ class Simulation:
 
     def _dispatch(self, k: ReplicaState, r: LLMRequest) -> None:
         k.driver.engine.notify()
+
+    def _stop(self, k: ReplicaState, now: float) -> None:
+        """Force-stop a replica still draining after its scaler's drain_timeout_s (Ray's
+        graceful shutdown timeout): the calls it queues and runs fail, as when Ray kills it."""
+        why = f"replica {k.id} was force-stopped while draining"
+        for r in [k.queue.pop() for _ in range(len(k.queue))]:
+            self._fail_node(r, now, why)
+        k.driver.engine.abort(now, why)
 
     def _reject(self, r: LLMRequest) -> None:
         self._fail_node(r, self.env.now, f"no replica of model {r.model!r} is ready or starting")

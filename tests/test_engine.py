@@ -119,3 +119,47 @@ def test_events_per_request_do_not_grow_with_output_length(tmp_path, profile_fil
         return next(sim.env._eid)
 
     assert events(10) == events(1000) == events(100_000)  # 10,000x the decode steps
+
+
+def test_a_replica_still_draining_after_the_timeout_is_force_stopped(tmp_path, profile_file):
+    """Ray kills a replica still draining after graceful_shutdown_timeout_s: what it runs and
+    what it queues fail then, and the replica is released then (the simulator's stop)."""
+    exp = parse_experiment(
+        {
+            "trace": {"path": "unused.parquet"},
+            "models": {"m": {"profile": str(profile_file()), "replicas": 1, "max_num_seqs": 1}},
+            "task_types": {"gen": {"metric": "e2e", "sla": {"seconds": 60}, "nodes": [{"name": "llm", "kind": "llm"}]}},
+            "setups": [
+                {
+                    "name": "s",
+                    "router": "round_robin",
+                    "scaler": "rayserve",
+                    "scaler_params": {"min_replicas": 0, "graceful_shutdown_timeout_s": 5.0},
+                }
+            ],
+        },
+        "test",
+    )
+    # a runs 0.11 + 999 x 0.011 s = 11.1 s; b waits in the replica's queue behind it
+    trace = pd.DataFrame(
+        [("a", 0.0, "gen", 100, 1000), ("b", 0.0, "gen", 100, 5)],
+        columns=["task_id", "arrival_s", "task_type", "prompt_tokens", "output_tokens"],
+    )
+    sim = Simulation(exp, exp.setups[0], trace, tmp_path, seed=0)
+    sim.start()
+    sim.env.run(until=1.0)
+    pool = sim.pools["m"]
+    (k,) = pool.ready
+    assert (k.running, k.queued) == (1, 1)
+    pool.release(k, 1.0)  # draining from 1 s: the stop comes at 6 s, before a could finish
+    sim.env.run(until=sim.stop)
+    sim.finish()
+    tasks = pd.read_parquet(tmp_path / "tasks.parquet").set_index("task_id")
+    nodes = pd.read_parquet(tmp_path / "nodes.parquet").set_index("task_id")
+    replicas = pd.read_parquet(tmp_path / "replicas.parquet")
+    assert list(tasks["status"]) == ["failed", "failed"]
+    assert (nodes["end_s"] == 6.0).all() and (nodes["status"] == "failed").all()
+    assert tasks["error"].str.contains("replica m-1 was force-stopped while draining").all()
+    assert nodes.loc["a", "first_token_s"] == pytest.approx(0.11) and pd.isna(nodes.loc["b", "start_s"])
+    stopped = replicas.set_index("replica_id").loc["m-1"]  # (the scaler asked for m-2 meanwhile)
+    assert (stopped["released_s"], stopped["busy_s"], stopped["requests"]) == (6.0, 6.0, 2)
