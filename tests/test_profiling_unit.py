@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cato_live.profiling.grid import batch_sizes, design_grid
-from cato_live.profiling.measure import Arrivals, clean_gaps, steady_steps
+from cato_live.profiling.measure import Arrivals, clean_gaps, steady_step
 
 
 def stream(times_ms: list[float], tokens: list[int] | None = None) -> Arrivals:
@@ -30,10 +30,16 @@ def test_bunched_arrivals_are_left_out():
     assert all(g == pytest.approx(2e-3) for g in gaps.values())
 
 
-def test_steady_steps_only_while_the_batch_is_whole():
+def test_steady_step_is_the_mean_while_the_batch_is_whole():
     first = stream([0, 2, 4, 6, 8, 10])
     late = stream([4, 6, 8, 10, 12, 14])  # joined at 4 ms, ends at 14 ms
-    steps = steady_steps([first, late])
-    # window 4..10 ms: first's gaps 4-6, 6-8, 8-10; late's 4-6, 6-8, 8-10
-    assert len(steps) == 6 and all(s == pytest.approx(2e-3) for s, _ in steps)
-    assert sorted(j for _, j in steps) == [1, 2, 3, 3, 4, 5]  # tokens held before each step
+    # window 4..10 ms: 3 steps of 2 ms in each; first had made 3 tokens at 4 ms, late 1
+    per_step, held = steady_step([first, late])
+    assert per_step == pytest.approx(2e-3) and held == pytest.approx((3 + 1.5 + 1 + 1.5) / 2)
+
+
+def test_steady_step_counts_a_stall_and_the_tokens_a_bunch_carries():
+    # 2 ms steps, a 10 ms stall, then two chunks of 2 tokens: 9 tokens in the 22 ms after the first
+    a = stream([0, 2, 4, 6, 16, 18, 20, 22], tokens=[1, 1, 1, 1, 1, 2, 2, 1])
+    per_step, _ = steady_step([a])
+    assert per_step == pytest.approx(22e-3 / 9)

@@ -185,9 +185,9 @@ async def _run(provisioner, *, deploy, d, model, out, target, name, device, repe
         + (" (a shared machine: re-measure on a quiet one)." if load > 0.5 else "."),
         f"Grid: {grid.describe()}.",
         "Times at the client from streamed completions (token-ID prompts, ignore_eos, min_tokens = "
-        "max_tokens, return_token_ids): TTFT of lone prompts; decode: the median gap between tokens "
-        "while the batch was whole; mixed: the decoders' gap that ended with the prompt's first token. "
-        "Chunks that came less than 0.2 ms apart (held back by a stall) were left out.",
+        "max_tokens, return_token_ids): TTFT of lone prompts; decode: the mean time per token while "
+        "the batch was whole (the window's time over the tokens made in it); mixed: the decoders' gap "
+        "that ended with the prompt's first token, unless a chunk less than 0.2 ms away shows a stall.",
         *(f"Left out: {why}." for why in profiler.skipped),
         *(
             f"Medians, {part}: "

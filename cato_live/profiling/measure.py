@@ -220,16 +220,31 @@ def clean_gaps(a: Arrivals, start: float = float("-inf"), end: float = float("in
     ]
 
 
-def steady_steps(streams: list[Arrivals]) -> list[tuple[float, float]]:
-    """(seconds, tokens the sequence held) of each clean decode step while the batch was whole:
-    after the last sequence's first token, up to the first one's last token."""
+def steady_step(streams: list[Arrivals]) -> tuple[float, float] | None:
+    """(seconds per decode step, tokens each sequence had generated at mid-window) while the
+    batch was whole: after the last sequence's first token, up to the first one's last token.
+
+    The mean over the window (its time over the tokens made in it), not a median of gaps:
+    the simulator needs the time a decode takes on average, hiccups of the engine, the API
+    server and the machine included, and counting tokens is immune to chunks handed over
+    in bunches. The median over the streams (they step together). None: under 3 steps.
+    """
     start = max(s.times[0] for s in streams)
     end = min(s.times[-1] for s in streams)
-    out = []
+    per_step, held = [], []
     for s in streams:
-        for i, gap in clean_gaps(s, start, end):
-            out.append((gap, sum(s.tokens[:i])))  # the step making chunk i reads the tokens before it
-    return out
+        inside = [i for i, t in enumerate(s.times) if start <= t <= end]
+        if len(inside) < 2:
+            continue
+        first, last = inside[0], inside[-1]
+        steps = sum(s.tokens[first + 1 : last + 1])
+        if steps < MIN_STEPS:
+            continue
+        per_step.append((s.times[last] - s.times[first]) / steps)
+        held.append(sum(s.tokens[: first + 1]) + steps / 2)
+    if not per_step:
+        return None
+    return statistics.median(per_step), statistics.median(held)
 
 
 async def _body_parts(reader: asyncio.StreamReader, chunked: bool) -> AsyncIterator[bytes]:
@@ -293,10 +308,10 @@ class Profiler:
             if len(gaps) == g.repeats:
                 break
             streams = await asyncio.gather(*(self.client.stream(context, g.decode_tokens) for _ in range(n)))
-            run = steady_steps(list(streams))
-            if len(run) >= MIN_STEPS:
-                gaps.append(statistics.median(s for s, _ in run))
-                ctxs.append(n * (context + statistics.median(j for _, j in run)))
+            run = steady_step(list(streams))
+            if run is not None:
+                gaps.append(run[0])
+                ctxs.append(n * (context + run[1]))
         if not gaps:
             raise NoCleanTiming(
                 f"no steady decode steps seen for n={n}, prompt {context} in {g.repeats * RETRIES} tries (a busy machine?)"
