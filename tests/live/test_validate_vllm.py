@@ -1,7 +1,8 @@
 """`cato-live validate` on real vLLM (CPU build, tiny local model): simulated vs live.
 
 A Poisson trace of all four task types (40 tasks at 8/s; prompts 8-64 tokens, outputs 4-16)
-is simulated and replayed twice through the in-process gateway on two vLLM replicas
+is simulated with the shipped measured profile (cato_profiles/cato-tiny_cpu.yaml) and
+replayed twice through the in-process gateway on two vLLM replicas
 (experiments/deploy/process_cpu.yaml, one core each). Checked: fidelity.json has every key
 with finite figures within generous bounds, every task is once in each run's tasks.parquet,
 fidelity.md and the plots exist. Skipped unless CATO_VLLM_PYTHON and CATO_TINY_MODEL are set.
@@ -56,7 +57,8 @@ def validated(vllm_python, tiny_model_dir, tmp_path_factory):
     out = tmp / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "cato_live.cli", "validate", str(tmp / "trace.parquet")]
-        + ["--deploy", str(tmp / "deploy.yaml"), "--out", str(out), "--repeat-live", "--seed", "3"],
+        + ["--deploy", str(tmp / "deploy.yaml"), "--out", str(out), "--repeat-live", "--seed", "3"]
+        + ["--profile", "cato-tiny_cpu"],  # the shipped profile measured on vLLM's CPU build
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -96,6 +98,8 @@ def test_fidelity_json_has_every_figure_finite_and_within_bounds(validated):
     v = report["verdict"]
     assert isinstance(v["sim_within_2x_live_spread"], bool) and v["rows_checked"] == 5 * (1 + len(MIX))
     assert report["inputs"]["seed"] == 3 and report["inputs"]["tasks"] == len(ids)
+    assert report["inputs"]["profile"] == "cato-tiny_cpu"
+    assert report["inputs"]["profiles"]["tiny"]["request_latency_s"] > 0  # the measured one, on both sides
 
 
 def test_every_task_once_on_each_side_all_ok(validated):
