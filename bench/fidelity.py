@@ -1,0 +1,211 @@
+"""The simulator's fidelity on longer traces: `cato-live validate` across load and routers.
+
+Real vLLM (CPU build, the tiny local model) replicas from a DEPLOY file (default
+experiments/deploy/process_cpu.yaml), --replicas of them (default 1), each on a core of its
+own from core 0. Calibrate, then validate: first `cato-live profile` measures the replica
+(DIR/profile.yaml; --profile FILE uses a given one instead), because this shared machine's
+speed drifts by tens of percent between sessions and a profile measured hours earlier
+would fold that drift into the simulator's error. Then the replicas' capacity is measured live:
+a burst of --burst tasks of the four-type mix, all arriving at once, replayed through the
+gateway; capacity = tasks / makespan. Then, for each router (cato, round_robin) and each
+load (0.3, 0.6, 0.9 of that capacity): a Poisson mix of the four task types for --seconds,
+validated (`cato-live validate --repeat-live`: simulated, replayed live twice); and the
+Azure code trace (traces/azure_code.parquet, its first --azure-tasks tasks) time-scaled to
+0.6 of capacity. The tiny model serves at most 2,048 tokens, so prompts are clipped to
+--max-prompt and outputs to --max-output tokens in every trace (the same on both sides).
+
+Prints one row per run: the simulator's relative error (sim / live - 1) of P50 and P95 TTFT
+and E2E over all tasks, the Goodput error in points, the largest live-vs-live spread of
+those figures, whether every row of fidelity.md met the goal (P50 within 10%, P95 within
+15%, Goodput within 3 points) and whether the simulator's error stayed within twice the
+live spread. Each run's folder (DIR/<name>/) keeps fidelity.json, fidelity.md and plots;
+DIR/table.md is the table printed.
+
+Cores: each vLLM replica has a core to itself (the whole server pinned, as a GPU replica has
+its device); this process and its children (the gateway, the replayer, the simulator) run on
+the cores left. On a 2-core machine that allows one replica, so both routers see the same
+single replica there: the rows then differ by run-to-run noise only (a measure of it).
+--replicas 2 shares the cores with the gateway and the load. Run nothing else meanwhile.
+
+    make vllm && python bench/fidelity.py [--loads 0.3,0.6,0.9] [--routers cato,round_robin] [--seconds 60]
+
+Uses CATO_VLLM_PYTHON and CATO_TINY_MODEL (default: the Makefile's .vllm-venv and
+.cache/tiny-model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cato_traces.generate import generate_trace  # noqa: E402
+
+MIX = {"completion": 1, "generation": 1, "summarization": 1, "translation": 1}
+KEYS = ("ttft_p50", "ttft_p95", "e2e_p50", "e2e_p95")
+
+
+def clipped(table: pa.Table, max_prompt: int, max_output: int) -> pa.Table:
+    """Token lengths clipped to what the tiny model serves."""
+    for col, hi in (("prompt_tokens", max_prompt), ("output_tokens", max_output)):
+        i = table.schema.get_field_index(col)
+        table = table.set_column(i, col, pc.min_element_wise(table[col], hi))
+    return table
+
+
+def mix_trace(rate: float, seconds: float | None, tasks: int | None, seed: int, args) -> pa.Table:
+    df = generate_trace(rate=rate, duration_s=seconds, num_tasks=tasks, mix=MIX, seed=seed)
+    return clipped(pa.Table.from_pandas(df, preserve_index=False), args.max_prompt, args.max_output)
+
+
+def azure_trace(rate: float, args) -> pa.Table:
+    with pq.ParquetFile(ROOT / "traces/azure_code.parquet") as f:
+        t = f.read().slice(0, args.azure_tasks)
+    arrival = np.asarray(t["arrival_s"].to_pylist())
+    arrival -= arrival[0]
+    scale = (len(arrival) - 1) / rate / arrival[-1]  # its mean rate becomes ``rate``
+    t = t.set_column(t.schema.get_field_index("arrival_s"), "arrival_s", pa.array(arrival * scale))
+    return clipped(t, args.max_prompt, args.max_output)
+
+
+def deploy_file(args, router: str, folder: Path) -> Path:
+    d = yaml.safe_load(Path(args.deploy).read_text())
+    d["router"] = router
+    for spec in d["models"].values():
+        spec["replicas"] = args.replicas
+    d["provisioner"]["devices"] = args.vllm_cores
+    d["provisioner"]["python"] = os.environ.get("CATO_VLLM_PYTHON", str(ROOT / ".vllm-venv/bin/python"))
+    d["provisioner"]["log_dir"] = str(folder / "vllm-logs")
+    for spec in d["provisioner"].get("models", {}).values():
+        spec["path"] = os.environ.get("CATO_TINY_MODEL", str(ROOT / ".cache/tiny-model"))
+    path = folder / f"deploy-{router}.yaml"
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return path
+
+
+def cato_live(*args) -> None:
+    cmd = [sys.executable, "-m", "cato_live", *map(str, args)]
+    proc = subprocess.run(cmd, check=False, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}")
+
+
+def measure_capacity(args, out: Path) -> float:
+    """Tasks/s the replicas complete when a burst of the mix arrives at once."""
+    folder = out / "capacity"
+    folder.mkdir(parents=True, exist_ok=True)
+    burst = mix_trace(1e6, None, args.burst, 1, args)  # all within microseconds
+    pq.write_table(burst, folder / "trace.parquet")
+    deploy = deploy_file(args, "cato", folder)
+    cato_live("replay", folder / "trace.parquet", "--deploy", deploy, "--out", folder / "run")
+    with pq.ParquetFile(folder / "run/tasks.parquet") as f:
+        t = f.read(columns=["arrival_s", "e2e_s", "status"])
+    ok = [a + e for a, e, s in zip(*(t[c].to_pylist() for c in t.column_names), strict=True) if s == "ok"]
+    makespan = max(ok) - min(t["arrival_s"].to_pylist())
+    return len(ok) / makespan
+
+
+def validate(name: str, trace: pa.Table, router: str, args, out: Path) -> dict:
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(trace, folder / "trace.parquet")
+    extra = ["--profile", args.profile] if args.profile else []
+    repeat = ["--repeat-live"] if args.repeat_live else []
+    cato_live(
+        "validate",
+        folder / "trace.parquet",
+        "--deploy",
+        deploy_file(args, router, folder),
+        "--out",
+        folder / "out",
+        *extra,
+        *repeat,
+    )
+    return json.loads((folder / "out/fidelity.json").read_text())
+
+
+def row(name: str, router: str, rate: float, tasks: int, report: dict) -> str:
+    o = report["overall"]
+    errs = " | ".join(f"{o[k]['rel_err']:+.1%}" for k in KEYS)
+    gp = o["goodput_rate"]
+    spreads = [abs(o[k].get("live_spread", float("nan"))) for k in KEYS]
+    spread = f"{max(spreads):.1%}" if "live_spread" in o[KEYS[0]] else "-"
+    groups = [o, *report["by_task_type"].values()]
+    goals = [g[k]["goal_met"] for g in groups for k in (*KEYS, "goodput_rate") if g[k]["goal_met"] is not None]
+    met = f"{sum(goals)}/{len(goals)}"
+    v = report.get("verdict")
+    within = f"{v['rows_within']}/{v['rows_checked']}" if v else "-"
+    return (
+        f"| {name} | {router} | {rate:.2f} | {tasks} | {errs} | {100 * gp['abs_err']:+.1f} pt "
+        f"| {gp['sim']:.1%} / {gp['live']:.1%} | {spread} | {met} | {within} |"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--deploy", default=str(ROOT / "experiments/deploy/process_cpu.yaml"))
+    ap.add_argument("--profile", help="a profile to use (default: measure one first, DIR/profile.yaml)")
+    ap.add_argument("--loads", default="0.3,0.6,0.9", help="fractions of the measured capacity")
+    ap.add_argument("--routers", default="cato,round_robin")
+    ap.add_argument("--seconds", type=float, default=60.0, help="length of each Poisson trace")
+    ap.add_argument("--azure-tasks", type=int, default=400, help="first tasks of the Azure code trace")
+    ap.add_argument("--burst", type=int, default=200, help="tasks in the capacity burst")
+    ap.add_argument("--max-prompt", type=int, default=1024)
+    ap.add_argument("--max-output", type=int, default=256)
+    ap.add_argument("--repeat-live", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--replicas", type=int, default=1, help="vLLM replicas, one core each from core 0")
+    ap.add_argument("--out", default=str(ROOT / "results/fidelity"))
+    args = ap.parse_args()
+    cores = sorted(os.sched_getaffinity(0))
+    args.vllm_cores = cores[: args.replicas]
+    rest = set(cores) - set(args.vllm_cores)
+    if rest:  # the gateway, the replayer and the simulator (children of this process) off vLLM's cores
+        os.sched_setaffinity(0, rest)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    if args.profile is None:
+        model = next(iter(yaml.safe_load(Path(args.deploy).read_text())["models"]))
+        args.profile = str(out / "profile.yaml")
+        cato_live("profile", deploy_file(args, "cato", out), "--model", model, "--out", args.profile)
+    capacity = measure_capacity(args, out)
+    print(f"capacity: {capacity:.2f} tasks/s ({args.burst}-task burst of the mix)", flush=True)
+    lines = [
+        f"capacity {capacity:.2f} tasks/s; profile {args.profile}; "
+        f"prompts <= {args.max_prompt}, outputs <= {args.max_output} tokens",
+        "",
+        "| trace | router | load | tasks | TTFT P50 | TTFT P95 | E2E P50 | E2E P95 | Goodput err "
+        "| Goodput sim / live | max live spread | rows meeting goal | within 2x spread |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for router in args.routers.split(","):
+        for load in (float(x) for x in args.loads.split(",")):
+            trace = mix_trace(load * capacity, args.seconds, None, 7, args)
+            report = validate(f"mix-{load:g}-{router}", trace, router, args, out)
+            lines.append(row("Poisson mix", router, load, trace.num_rows, report))
+            print(lines[-1], flush=True)
+        trace = azure_trace(0.6 * capacity, args)
+        report = validate(f"azure-{router}", trace, router, args, out)
+        lines.append(row("Azure code", router, 0.6, trace.num_rows, report))
+        print(lines[-1], flush=True)
+    lines.append("")
+    lines.append(f"wall {time.monotonic() - t0:.0f} s")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
