@@ -232,7 +232,9 @@ def many_replicas(args) -> None:
             direct_url = replica_urls(stub_port, 1, args.replica_ports)[0]
             for rate in (float(r) for r in args.rates.split(",")):
                 for _, url in gateways.values():
-                    asyncio.run(phase(url, rate, 3.0, 99, task))  # warm-up
+                    # warm-up: long enough for calls to reach every replica once, so the rounds
+                    # measure a steady gateway, not its first connection to each replica
+                    asyncio.run(phase(url, rate, max(3.0, 1.2 * max(counts) / rate), 99, task))
                 slice_s = args.seconds / args.rounds
                 direct: list[np.ndarray] = []
                 via: dict[int, list[np.ndarray]] = {n: [] for n in counts}
