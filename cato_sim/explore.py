@@ -41,7 +41,7 @@ from cato_core.profile import load_profile
 from cato_core.profile_speed import slowed
 from cato_report.summary import PERCENTILES
 from cato_sim.experiment import Experiment
-from cato_sim.sweep import execute, resolve_policies, run_seed
+from cato_sim.sweep import execute, make_job, resolve_policies, run_seed
 
 AXES = ("load", "sla", "cv", "slowdown")
 DEFAULT_VALUES = {
@@ -236,19 +236,8 @@ def jobs_of(plan: dict, out: Path) -> list[dict]:
         tree = point_tree(plan, p, out)
         for setup in plan["policies"]:
             for i, seed in enumerate(plan["run_seeds"]):
-                jobs.append(
-                    {
-                        "experiment": tree,
-                        "base_dir": plan["base_dir"],
-                        "setup": setup,
-                        "policy": setup["name"],
-                        "rate": p["rate"],
-                        "seed": i,
-                        "run_seed": seed,
-                        "point": p["point"],
-                        "out": str(out / run_dir(p, setup["name"], i)),
-                    }
-                )
+                run = out / run_dir(p, setup["name"], i)
+                jobs.append(make_job(plan, tree, setup, p["rate"], i, seed, run, point=p["point"]))
     return jobs
 
 

@@ -186,18 +186,25 @@ def jobs_of(plan: dict, out: Path) -> list[dict]:
                 tree["trace"]["time_scale"] = plan["trace_mean_rate"] / rate
             for i, seed in enumerate(plan["run_seeds"]):
                 jobs.append(
-                    {
-                        "experiment": tree,
-                        "base_dir": plan["base_dir"],
-                        "setup": setup,
-                        "policy": setup["name"],
-                        "rate": rate,
-                        "seed": i,
-                        "run_seed": seed,
-                        "out": str(Path(out).resolve() / run_dir(setup["name"], rate, i)),
-                    }
+                    make_job(plan, tree, setup, rate, i, seed, Path(out).resolve() / run_dir(setup["name"], rate, i))
                 )
     return jobs
+
+
+def make_job(plan: dict, tree: dict, setup: dict, rate: float, i: int, seed: int, out: Path, **extra) -> dict:
+    """One run as plain data for run_job: the experiment tree, the set-up, seed number i of
+    the plan and its run seed, where it writes; ``extra`` keys label it (explore's point)."""
+    return {
+        "experiment": tree,
+        "base_dir": plan["base_dir"],
+        "setup": setup,
+        "policy": setup["name"],
+        "rate": rate,
+        "seed": i,
+        "run_seed": seed,
+        **extra,
+        "out": str(out),
+    }
 
 
 def run_job(job: dict) -> dict:

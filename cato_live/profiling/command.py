@@ -109,7 +109,6 @@ async def _run(provisioner, *, deploy, d, model, out, target, name, device, repe
     import contextlib
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from cato_live.profiling.backend import (
         Replica,
@@ -121,6 +120,7 @@ async def _run(provisioner, *, deploy, d, model, out, target, name, device, repe
     )
     from cato_live.profiling.grid import design_grid
     from cato_live.profiling.measure import Client, MeasureError, Profiler
+    from cato_live.progress_bar import status_progress
     from cato_profiles.fit import MeasuredSteps, fit_measured_profile, write_profile
 
     console = Console(stderr=True)
@@ -129,14 +129,7 @@ async def _run(provisioner, *, deploy, d, model, out, target, name, device, repe
     t0 = time.perf_counter()
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"),
-        console=console,
-    )
+    progress = status_progress(console)
     async with contextlib.AsyncExitStack() as stack:
         stack.enter_context(progress)
         if target is None:

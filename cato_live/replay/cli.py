@@ -264,14 +264,7 @@ async def _replay(df, out, cfg, deploy, provisioner, args, console):
     """Run the replay (with --deploy: inside the gateway's lifetime); Ctrl-C/SIGTERM stop it.
 
     Returns the config (target resolved), the result and GatewayNotStarted if it did not start."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
+    from cato_live.progress_bar import status_progress
     from cato_live.replay.replayer import Replayer
 
     loop = asyncio.get_running_loop()
@@ -296,14 +289,7 @@ async def _replay(df, out, cfg, deploy, provisioner, args, console):
                     cfg, early = dataclasses.replace(cfg, target=e.url), e
                     console.print(f"error: {e.reason}")
                 args["target"] = cfg.target
-            progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.fields[status]}"),
-                console=console,
-            )
+            progress = status_progress(console)
             counts: dict[str, int] = {}
             with progress:
                 bar = progress.add_task("replay", total=len(df), status="")
