@@ -145,7 +145,7 @@ def test_inline_profile():
         ),
         (
             {"models": {"m": {"profile": "nope"}}},
-            "d.yaml: models.m.profile: a profile file or one of ['codellama-7b_910b4', 'codellama-7b_a100', "
+            "d.yaml: models.m.profile: a profile file or one of ['cato-tiny_cpu', 'codellama-7b_910b4', 'codellama-7b_a100', "
             "'starcoder2-7b_910b4'] (nope)",
         ),
         (
