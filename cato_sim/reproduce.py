@@ -53,6 +53,9 @@ def sweeps() -> dict[str, SweepSpec]:
         ),
         "coldstart": SweepSpec("coldstart_burst.yaml", [8.0, 12.0], "a burst from one replica with 30 s cold starts"),
         "azure": SweepSpec("azure_code.yaml", [2.57, 5.13], "the Azure code trace at its own rate and twice it"),
+        "mooncake": SweepSpec(
+            "mooncake_conversation.yaml", [1.70, 3.40], "Mooncake's conversation trace at half its rate and its own"
+        ),
     }
 
 

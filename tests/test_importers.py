@@ -186,6 +186,13 @@ def test_shipped_azure_trace_regenerates():
     pd.testing.assert_frame_equal(import_trace("azure", AZURE_CODE, seed=0), shipped, check_dtype=False)
 
 
+def test_shipped_mooncake_trace_regenerates():
+    shipped = read_trace(ROOT / "traces/mooncake_conversation.parquet")
+    assert len(shipped) == 12031
+    source = ROOT / "data/traces/mooncake_fast25/conversation_trace.jsonl"
+    pd.testing.assert_frame_equal(import_trace("mooncake", source, seed=0), shipped, check_dtype=False)
+
+
 def error(fn, *a, **kw) -> InputError:
     with pytest.raises(InputError) as e:
         fn(*a, **kw)
