@@ -136,6 +136,30 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def start_gateway(path: Path, urls: list[str]) -> tuple[subprocess.Popen, str]:
+    """`cato-live serve` (router cato, scaler fixed) over ``urls`` as replicas of SERVED, its
+    DEPLOY written to ``path``; the process and its URL."""
+    port = free_port()
+    deploy = {
+        "host": "127.0.0.1",
+        "port": port,
+        "router": "cato",
+        "scaler": "fixed",
+        "default_task_type": "completion",
+        "models": {
+            SERVED: {"profile": "codellama-7b_a100", "served_model": SERVED, "replicas": len(urls), "max_num_seqs": 256}
+        },
+        "provisioner": {"kind": "static", "models": {SERVED: urls}},
+    }
+    path.write_text(yaml.safe_dump(deploy))
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "cato_live", "serve", str(path), "--log-level", "warning"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    return gateway, f"http://127.0.0.1:{port}"
+
+
 def replica_urls(port: int, n: int, own_ports: bool) -> list[str]:
     """The stub's addresses for n replicas: a port each, or one port and a path prefix each."""
     if own_ports:
@@ -189,35 +213,9 @@ def many_replicas(args) -> None:
             wait_health(stub_url, stub, 30, "/v1/models")
             gateways: dict[int, tuple[subprocess.Popen, str]] = {}
             for n in counts:
-                port = free_port()
-                deploy = {
-                    "host": "127.0.0.1",
-                    "port": port,
-                    "router": "cato",
-                    "scaler": "fixed",
-                    "default_task_type": "completion",
-                    "models": {
-                        SERVED: {
-                            "profile": "codellama-7b_a100",
-                            "served_model": SERVED,
-                            "replicas": n,
-                            "max_num_seqs": 256,
-                        }
-                    },
-                    "provisioner": {
-                        "kind": "static",
-                        "models": {SERVED: replica_urls(stub_port, n, args.replica_ports)},
-                    },
-                }
-                path = Path(tmp) / f"deploy-{n}.yaml"
-                path.write_text(yaml.safe_dump(deploy))
-                gw = subprocess.Popen(
-                    [sys.executable, "-m", "cato_live", "serve", str(path), "--log-level", "warning"],
-                    cwd=ROOT,
-                    env={**os.environ, "PYTHONPATH": str(ROOT)},
-                )
+                gw, url = start_gateway(Path(tmp) / f"deploy-{n}.yaml", replica_urls(stub_port, n, args.replica_ports))
                 procs.append(gw)
-                gateways[n] = (gw, f"http://127.0.0.1:{port}")
+                gateways[n] = (gw, url)
             for n, (gw, url) in gateways.items():
                 t0 = time.monotonic()
                 wait_health(url, gw, 300)
@@ -310,26 +308,7 @@ def main() -> None:
     ):
         os.sched_setaffinity(0, gateway_cores)  # the gateway (a child) and this load generator
         vllm.wait_ready(timeout=300)
-        port = free_port()
-        deploy = {
-            "host": "127.0.0.1",
-            "port": port,
-            "router": "cato",
-            "scaler": "fixed",
-            "default_task_type": "completion",
-            "models": {
-                SERVED: {"profile": "codellama-7b_a100", "served_model": SERVED, "replicas": 1, "max_num_seqs": 256}
-            },
-            "provisioner": {"kind": "static", "models": {SERVED: [vllm.url]}},
-        }
-        path = Path(tmp) / "deploy.yaml"
-        path.write_text(yaml.safe_dump(deploy))
-        gateway = subprocess.Popen(
-            [sys.executable, "-m", "cato_live", "serve", str(path), "--log-level", "warning"],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        gw = f"http://127.0.0.1:{port}"
+        gateway, gw = start_gateway(Path(tmp) / "deploy.yaml", [vllm.url])
         try:
             for _ in range(200):
                 try:

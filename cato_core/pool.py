@@ -120,7 +120,7 @@ class ModelPool:
         if k.state == "draining" and k.ongoing == 0:
             self._finalize(k, now)
         elif k.state == "draining" and self.stop is not None:
-            timeout = getattr(self.scaler, "drain_timeout_s", None)
+            timeout = self.scaler.drain_timeout_s
             if timeout is not None:
                 self.call_later(timeout, partial(self._force_stop, k))
 

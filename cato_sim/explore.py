@@ -41,7 +41,7 @@ from cato_core.profile import load_profile
 from cato_core.profile_speed import slowed
 from cato_report.summary import PERCENTILES
 from cato_sim.experiment import Experiment
-from cato_sim.sweep import execute, make_job, resolve_policies, run_seed
+from cato_sim.sweep import execute, follow, make_job, resolve_policies, run_seed
 
 AXES = ("load", "sla", "cv", "slowdown")
 DEFAULT_VALUES = {
@@ -279,12 +279,7 @@ def run_explore(
         (Path(job["out"]) / "job.json").write_text(json.dumps(job, sort_keys=True) + "\n")
     records = execute(todo, workers, ray_address)
     (out / "explore.json").write_text(json.dumps(plan, indent=2) + "\n")
-    bar = progress.add_task(f"{exp.name}: explore runs", total=len(todo)) if progress is not None else None
-    for rec in records:
-        if progress is not None:
-            progress.advance(bar)
-            if not rec["ok"]:
-                progress.console.print(f"[red]failed[/red] {rec['policy']} seed={rec['seed']}: {rec['error']}")
+    follow(records, progress, f"{exp.name}: explore runs", len(todo))
     return collect(out)
 
 

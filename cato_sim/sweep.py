@@ -363,7 +363,14 @@ def run_sweep(
     records = execute(jobs, workers, ray_address)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(json.dumps(plan, indent=2) + "\n")
-    bar = progress.add_task(f"{exp.name}: runs", total=len(jobs)) if progress is not None else None
+    follow(records, progress, f"{exp.name}: runs", len(jobs))
+    return collect(out)
+
+
+def follow(records: Iterator[dict], progress, title: str, total: int) -> None:
+    """Wait for every run of ``records`` (execute's), a bar on ``progress`` (a rich Progress;
+    None: silent) advancing as they finish, with a line for each that failed."""
+    bar = progress.add_task(title, total=total) if progress is not None else None
     for rec in records:
         if progress is not None:
             progress.advance(bar)
@@ -371,7 +378,6 @@ def run_sweep(
                 progress.console.print(
                     f"[red]failed[/red] {rec['policy']} rate={rate_label(rec['rate'])} seed={rec['seed']}: {rec['error']}"
                 )
-    return collect(out)
 
 
 def _num(x) -> float:

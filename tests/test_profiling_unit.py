@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from cato_live.profiling.backend import vllm_samples
 from cato_live.profiling.grid import batch_sizes, design_grid
 from cato_live.profiling.measure import Arrivals, clean_gaps, steady_step
 
@@ -43,3 +44,20 @@ def test_steady_step_counts_a_stall_and_the_tokens_a_bunch_carries():
     a = stream([0, 2, 4, 6, 16, 18, 20, 22], tokens=[1, 1, 1, 1, 1, 2, 2, 1])
     per_step, _ = steady_step([a])
     assert per_step == pytest.approx(22e-3 / 9)
+
+
+def test_vllm_samples_reads_the_first_sample_of_each_vllm_metric():
+    text = (
+        "# TYPE vllm:cache_config_info gauge\n"
+        'vllm:cache_config_info{block_size="16",kv_cache_size_tokens="2097152"} 1.0\n'
+        "# TYPE vllm:num_requests_running gauge\n"
+        'vllm:num_requests_running{engine="0"} 3.0\n'
+        'vllm:num_requests_running{engine="1"} 5.0\n'
+        "# TYPE process_cpu_seconds_total counter\n"
+        "process_cpu_seconds_total 7.0\n"
+    )
+    s = vllm_samples(text)
+    assert set(s) == {"vllm:cache_config_info", "vllm:num_requests_running"}
+    assert s["vllm:cache_config_info"].labels["kv_cache_size_tokens"] == "2097152"
+    assert s["vllm:num_requests_running"].value == 3.0
+    assert vllm_samples("not a metrics page {") == {}

@@ -67,7 +67,9 @@ async def server_facts(url: str, served: str, headers: dict[str, str]) -> Server
                 if m.get("id") == served and m.get("max_model_len"):
                     max_len = int(m["max_model_len"])
         with contextlib.suppress(httpx.HTTPError):
-            labels = _cache_config(await http.get("/metrics"))
+            resp = await http.get("/metrics")
+            info = vllm_samples(resp.text).get("vllm:cache_config_info") if resp.status_code == 200 else None
+            labels = info.labels if info is not None else {}
             if labels.get("kv_cache_size_tokens", "").isdigit():
                 kv, basis = int(labels["kv_cache_size_tokens"]), "vLLM /metrics cache_config_info kv_cache_size_tokens"
             elif labels.get("num_gpu_blocks", "").isdigit() and labels.get("block_size", "").isdigit():
@@ -76,14 +78,18 @@ async def server_facts(url: str, served: str, headers: dict[str, str]) -> Server
     return ServerFacts(version, max_len, kv, basis)
 
 
-def _cache_config(resp: httpx.Response) -> dict[str, str]:
-    if resp.status_code != 200:
-        return {}
-    for line in resp.text.splitlines():
-        if line.startswith("vllm:cache_config_info{"):
-            body = line[line.index("{") + 1 : line.rindex("}")]
-            return {k: v.strip('"') for k, _, v in (kv.partition("=") for kv in body.split('",')) if k}
-    return {}
+def vllm_samples(text: str) -> dict:
+    """The first sample of each ``vllm:`` metric of a /metrics page (prometheus_client's
+    parser), by sample name; what does not parse ends the reading."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict = {}
+    with contextlib.suppress(ValueError):
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name.startswith("vllm:"):
+                    out.setdefault(sample.name, sample)
+    return out
 
 
 def host_cpu() -> str:

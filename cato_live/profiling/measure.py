@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 
 from cato_live.error_text import describe, error_message
+from cato_live.profiling.backend import vllm_samples
 from cato_live.profiling.grid import Grid
 
 FIRST_ID = 10  # token IDs below this are left alone (special tokens of small vocabularies)
@@ -179,16 +180,7 @@ class Client:
             return {}
         if resp.status_code != 200:
             return {}
-        out: dict[str, float] = {}
-        for line in resp.text.splitlines():
-            if line.startswith("vllm:"):
-                name, _, value = line.rpartition(" ")
-                key = name.split("{", 1)[0]
-                try:
-                    out.setdefault(key, float(value))
-                except ValueError:
-                    pass
-        return out
+        return {name: sample.value for name, sample in vllm_samples(resp.text).items()}
 
     async def wait_idle(self) -> None:
         """Wait (bounded) until the replica runs and queues nothing: a shared --target may be busy."""
