@@ -1,13 +1,16 @@
 """`cato-live validate`: one trace simulated and replayed live, and how far apart they are.
 
     cato-live validate TRACE.parquet --deploy DEPLOY.yaml --out DIR [--profile PROFILE]
-        [--repeat-live] [--seed N]
+        [--repeat-live] [--seed N] [--target URL]
 
 DIR/sim     the simulator's run of TRACE with the DEPLOY's models, policies, engine limits,
             tools and task types (cato_validate.deploy_experiment), through cato_sim's runner
 DIR/live    TRACE replayed through the CATO gateway on the DEPLOY's real replicas (started
             here, stopped at the end), as `cato-live replay --deploy` does
 DIR/live2   with --repeat-live, a second live replay: how much live runs differ themselves
+            --target URL: the live side replays against a server that is already running
+            instead (a Ray Serve LLM app, say, whose policies the DEPLOY's ``preset`` names),
+            so the simulator's model of another stack is checked against the stack itself
 DIR/fidelity.json, DIR/fidelity.md, DIR/plots/   the comparison (cato_report.fidelity)
 
 --profile (a file or a shipped name) replaces the DEPLOY's profile of the model it was made
@@ -62,6 +65,9 @@ def validate(
     ] = None,
     repeat_live: Annotated[bool, typer.Option(help="replay live twice: the live-vs-live spread")] = False,
     seed: Annotated[int | None, typer.Option(help="seed of both sides (default: the DEPLOY's)")] = None,
+    target: Annotated[
+        str | None, typer.Option(help="replay live against this running server, not the DEPLOY's replicas")
+    ] = None,
 ) -> None:
     """Simulate TRACE as DEPLOY would serve it, replay it live on DEPLOY's replicas, compare.
 
@@ -72,6 +78,7 @@ def validate(
     from cato_core.profile import load_profile
     from cato_live.deploy import load_deploy
     from cato_live.provisioners.registry import make_provisioner
+    from cato_live.replay.cli import check_target
     from cato_traces.files import read_trace
     from cato_validate.deploy_experiment import with_tools
     from cato_validate.profile_override import override_profile
@@ -82,6 +89,7 @@ def validate(
     if seed is not None and seed < 0:
         raise InputError("--seed", str(seed), "an integer >= 0")
     d = d.model_copy(update={"seed": d.seed if seed is None else seed})
+    target = check_target(target) if target is not None else None
     task_types = with_tools(d.task_types, d.tools)
     df = read_trace(trace, set(task_types))
     if out.exists() and not out.is_dir():
@@ -96,8 +104,8 @@ def validate(
         raise _fail("interrupted while simulating", EXIT_INTERRUPTED) from None
     for side in ("live", "live2"):
         if side in runs:
-            _replay_live(d, df, task_types, trace, runs[side], side, console)
-    _report(trace, deploy, profile, d, runs, out, console)
+            _replay_live(d, df, task_types, trace, runs[side], side, console, target)
+    _report(trace, deploy, profile, d, runs, out, console, target)
 
 
 def _simulate(d, trace: Path, where: Path, capacity: int | None, console) -> None:
@@ -111,15 +119,17 @@ def _simulate(d, trace: Path, where: Path, capacity: int | None, console) -> Non
         run_experiment(exp, trace.parent, where, d.seed, progress=progress)
 
 
-def _replay_live(d, df, task_types, trace: Path, where: Path, side: str, console) -> None:
-    """One live replay through the in-process gateway; a gateway that did not start ends the run."""
+def _replay_live(d, df, task_types, trace: Path, where: Path, side: str, console, target: str | None) -> None:
+    """One live replay, through the in-process gateway (a gateway that did not start ends the
+    run) or, given ``target``, against that server."""
     from cato_live.replay.cli import replay_trace
     from cato_live.replay.replayer import ReplayConfig
 
-    console.rule(f"replaying live ({side}): the replicas start first", style="dim")
+    start = f"against {target}" if target else "the replicas start first"
+    console.rule(f"replaying live ({side}): {start}", style="dim")
     model = d.default_model
     cfg = ReplayConfig(
-        target="",
+        target=target or "",
         model=model,
         profile=d.profile(model),
         task_types=task_types,
@@ -129,8 +139,8 @@ def _replay_live(d, df, task_types, trace: Path, where: Path, side: str, console
     )
     args = {
         "trace": str(trace),
-        "target": None,
-        "deploy": d.source,
+        "target": target,
+        "deploy": None if target else d.source,
         "out": str(where),
         "model": model,
         "time_scale": cfg.time_scale,
@@ -143,14 +153,25 @@ def _replay_live(d, df, task_types, trace: Path, where: Path, side: str, console
         "tasks": len(df),
         "validate": side,
     }
-    run = replay_trace(df, where, cfg, args, d, console)
+    run = replay_trace(df, where, cfg, args, None if target else d, console)
     if run.startup_error is not None:
         raise _fail(f"{d.source}: {side} run: {run.startup_error}", EXIT_FAILED)
     if run.result.interrupted:
         raise _fail(f"{side} run interrupted; its tables in {where} hold what finished", EXIT_INTERRUPTED)
+    if target and not run.result.by_status.get("ok"):  # nothing served: no figures to compare
+        raise _fail(f"--target {target}: {side} run: no task succeeded ({_first_error(where)})", EXIT_FAILED)
 
 
-def _report(trace: Path, deploy: Path, profile: str | None, d, runs: dict[str, Path], out: Path, console) -> None:
+def _first_error(where: Path) -> str:
+    import pyarrow.parquet as pq
+
+    errors = pq.read_table(where / "tasks.parquet", columns=["error"])["error"].drop_null()
+    return errors[0].as_py() if len(errors) else "no error recorded"
+
+
+def _report(
+    trace: Path, deploy: Path, profile: str | None, d, runs: dict[str, Path], out: Path, console, target: str | None
+) -> None:
     import pyarrow.parquet as pq
 
     from cato_core.provenance import versions
@@ -170,6 +191,7 @@ def _report(trace: Path, deploy: Path, profile: str | None, d, runs: dict[str, P
         "deploy": str(deploy),
         "profile": profile or "the DEPLOY's",
         "seed": d.seed,
+        "live target": target or "the DEPLOY's replicas, through the CATO gateway",
         "tasks": len(ids),
         **{f"{side} run": str(where) for side, where in runs.items()},
     }

@@ -203,6 +203,7 @@ def test_a_profile_for_another_model_is_bad_input(files):
     [
         (["--profile", "no-such-profile"], "error: no-such-profile: profile: a profile file or one of"),
         (["--seed", "-1"], "error: --seed: -1: an integer >= 0"),
+        (["--target", "ftp://host"], "error: --target: ftp://host: an http:// or https:// URL"),
     ],
 )
 def test_bad_options(files, args, expected):
@@ -228,4 +229,18 @@ def test_replicas_that_never_become_ready_end_with_their_log_tail(files):
     assert f"error: {files / 'deploy.yaml'}: live run: replica " in p.stderr
     assert "did not start" in p.stderr and "fake replica: no device on this host" in p.stderr
     assert (files / "o" / "sim" / "summary.json").is_file()  # the simulation had run
+    assert not (files / "o" / "fidelity.json").exists()
+
+
+def test_a_target_that_serves_nothing_ends_the_run(files):
+    from cato_live.provisioners.child_process import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    p = validate(files / "trace.parquet", "--deploy", files / "deploy.yaml", "--out", files / "o", "--target", url)
+    assert p.returncode == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith(
+        f"error: --target {url}: live run: no task succeeded (node llm: Connect"
+    )
+    assert (files / "o" / "live" / "tasks.parquet").is_file()  # every task is there, failed
     assert not (files / "o" / "fidelity.json").exists()
