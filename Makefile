@@ -8,7 +8,7 @@ VLLM_VENV := .vllm-venv
 TINY_MODEL := .cache/tiny-model
 LIVE_ENV := CATO_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python CATO_TINY_MODEL=$(abspath $(TINY_MODEL))
 
-.PHONY: run lint test test-fast bench vllm reproduce clean
+.PHONY: run lint test test-fast bench vllm ray-serve-llm reproduce clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ $(TINY_MODEL)/.cato_tiny_model.json: $(VLLM_VENV)/.done cato_live/tiny_model.py
 
 vllm: $(TINY_MODEL)/.cato_tiny_model.json
 
+# Ray Serve beside vLLM, for the real Ray Serve LLM stack (bench/live_ab.py): ray[serve], not
+# ray[llm], which pins a CUDA vLLM; ray.serve.llm imports pyarrow.
+$(VLLM_VENV)/.ray-serve: $(VLLM_VENV)/.done
+	$(VLLM_VENV)/bin/pip install -q --progress-bar off 'ray[serve]==2.60.0' pyarrow
+	touch $@
+
+ray-serve-llm: vllm $(VLLM_VENV)/.ray-serve
+
 run: $(STAMP)
 	$(BIN)/cato-sim run experiments/quickstart.yaml --out results/quickstart
 
@@ -34,7 +42,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-test: lint vllm
+test: lint vllm ray-serve-llm
 	$(LIVE_ENV) $(BIN)/pytest -q
 
 test-fast: lint

@@ -38,84 +38,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
+from live_bench import ROOT, azure_trace, cato_live, deploy_file, measure_capacity, mix_trace
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from cato_traces.generate import generate_trace  # noqa: E402
-
-MIX = {"completion": 1, "generation": 1, "summarization": 1, "translation": 1}
 KEYS = ("ttft_p50", "ttft_p95", "e2e_p50", "e2e_p95")
-
-
-def clipped(table: pa.Table, max_prompt: int, max_output: int) -> pa.Table:
-    """Token lengths clipped to what the tiny model serves."""
-    for col, hi in (("prompt_tokens", max_prompt), ("output_tokens", max_output)):
-        i = table.schema.get_field_index(col)
-        table = table.set_column(i, col, pc.min_element_wise(table[col], hi))
-    return table
-
-
-def mix_trace(rate: float, seconds: float | None, tasks: int | None, seed: int, args) -> pa.Table:
-    df = generate_trace(rate=rate, duration_s=seconds, num_tasks=tasks, mix=MIX, seed=seed)
-    return clipped(pa.Table.from_pandas(df, preserve_index=False), args.max_prompt, args.max_output)
-
-
-def azure_trace(rate: float, args) -> pa.Table:
-    with pq.ParquetFile(ROOT / "traces/azure_code.parquet") as f:
-        t = f.read().slice(0, args.azure_tasks)
-    arrival = np.asarray(t["arrival_s"].to_pylist())
-    arrival -= arrival[0]
-    scale = (len(arrival) - 1) / rate / arrival[-1]  # its mean rate becomes ``rate``
-    t = t.set_column(t.schema.get_field_index("arrival_s"), "arrival_s", pa.array(arrival * scale))
-    return clipped(t, args.max_prompt, args.max_output)
-
-
-def deploy_file(args, router: str, folder: Path) -> Path:
-    d = yaml.safe_load(Path(args.deploy).read_text())
-    d["router"] = router
-    for spec in d["models"].values():
-        spec["replicas"] = args.replicas
-    d["provisioner"]["devices"] = args.vllm_cores
-    d["provisioner"]["python"] = os.environ.get("CATO_VLLM_PYTHON", str(ROOT / ".vllm-venv/bin/python"))
-    d["provisioner"]["log_dir"] = str(folder / "vllm-logs")
-    for spec in d["provisioner"].get("models", {}).values():
-        spec["path"] = os.environ.get("CATO_TINY_MODEL", str(ROOT / ".cache/tiny-model"))
-    path = folder / f"deploy-{router}.yaml"
-    path.write_text(yaml.safe_dump(d, sort_keys=False))
-    return path
-
-
-def cato_live(*args) -> None:
-    cmd = [sys.executable, "-m", "cato_live", *map(str, args)]
-    proc = subprocess.run(cmd, check=False, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    if proc.returncode != 0:
-        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}")
-
-
-def measure_capacity(args, out: Path) -> float:
-    """Tasks/s the replicas complete when a burst of the mix arrives at once."""
-    folder = out / "capacity"
-    folder.mkdir(parents=True, exist_ok=True)
-    burst = mix_trace(1e6, None, args.burst, 1, args)  # all within microseconds
-    pq.write_table(burst, folder / "trace.parquet")
-    deploy = deploy_file(args, "cato", folder)
-    cato_live("replay", folder / "trace.parquet", "--deploy", deploy, "--out", folder / "run")
-    with pq.ParquetFile(folder / "run/tasks.parquet") as f:
-        t = f.read(columns=["arrival_s", "e2e_s", "status"])
-    ok = [a + e for a, e, s in zip(*(t[c].to_pylist() for c in t.column_names), strict=True) if s == "ok"]
-    makespan = max(ok) - min(t["arrival_s"].to_pylist())
-    return len(ok) / makespan
 
 
 def validate(name: str, trace: pa.Table, router: str, args, out: Path) -> dict:
@@ -128,7 +59,7 @@ def validate(name: str, trace: pa.Table, router: str, args, out: Path) -> dict:
         "validate",
         folder / "trace.parquet",
         "--deploy",
-        deploy_file(args, router, folder),
+        deploy_file(args, folder, router, router=router),
         "--out",
         folder / "out",
         *extra,
@@ -180,7 +111,7 @@ def main() -> None:
     if args.profile is None:
         model = next(iter(yaml.safe_load(Path(args.deploy).read_text())["models"]))
         args.profile = str(out / "profile.yaml")
-        cato_live("profile", deploy_file(args, "cato", out), "--model", model, "--out", args.profile)
+        cato_live("profile", deploy_file(args, out, "cato", router="cato"), "--model", model, "--out", args.profile)
     capacity = measure_capacity(args, out)
     print(f"capacity: {capacity:.2f} tasks/s ({args.burst}-task burst of the mix)", flush=True)
     lines = [
