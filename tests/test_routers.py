@@ -91,6 +91,19 @@ def test_pow2_samples_as_ray_does_and_takes_the_shorter_queue_with_room():
     assert make_router("pow2", {"max_ongoing_requests": 1}, seed=2).route(request(1), ks, 0) == Retry(0.0)
 
 
+@pytest.mark.parametrize("n", [3, 4, 5, 7, 8, 9, 1000, 1024, 1025])
+def test_pow2_draws_are_randranges(n):
+    # The sampler draws as Ray's random.randrange(n), randrange(n - 1) do, without their checks:
+    # the same pair from the same seed, so results stay byte-identical.
+    import random
+
+    ks = [replica(str(i)) for i in range(n)]
+    router, rng = make_router("pow2", seed=11), random.Random(11)
+    for _ in range(500):
+        i, j = rng.randrange(n), rng.randrange(n - 1)
+        assert router.sample(ks) == (ks[i], ks[j + 1 if j >= i else j])
+
+
 def test_pow2_with_two_replicas_orders_them_at_random():
     a, b = replica("a"), replica("b")  # equal queues: the first in Ray's random order wins
     assert [make_router("pow2", seed=s).route(request(1), [a, b], 0).replica.id for s in range(4)] == [

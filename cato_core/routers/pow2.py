@@ -44,27 +44,35 @@ class Pow2Router:
         self.params = params or Pow2Params()
         self._rng = random.Random(seed)
 
-    def sample(self, replicas: Sequence[ReplicaState]) -> list[ReplicaState]:
-        """The two candidates, in Ray's order (pow_2_router.py:89-104)."""
+    def sample(self, replicas: Sequence[ReplicaState]) -> tuple[ReplicaState, ReplicaState | None]:
+        """The two candidates, in Ray's order (pow_2_router.py:89-104); one replica: (it, None)."""
         n = len(replicas)
-        if n == 1:
-            return [replicas[0]]
+        if n > 2:
+            # randrange(n), then randrange(n - 1): CPython's draw for each (getrandbits of
+            # n's bit length until below n), without randrange's argument checks, which cost
+            # more than the draw; the same numbers from the same seed
+            bits = self._rng.getrandbits
+            k = n.bit_length()
+            i = bits(k)
+            while i >= n:
+                i = bits(k)
+            m = n - 1
+            k = m.bit_length()
+            j = bits(k)
+            while j >= m:
+                j = bits(k)
+            return replicas[i], replicas[j + 1 if j >= i else j]
         if n == 2:
-            return [replicas[0], replicas[1]] if self._rng.getrandbits(1) else [replicas[1], replicas[0]]
-        i = self._rng.randrange(n)
-        j = self._rng.randrange(n - 1)
-        if j >= i:
-            j += 1
-        return [replicas[i], replicas[j]]
+            return (replicas[0], replicas[1]) if self._rng.getrandbits(1) else (replicas[1], replicas[0])
+        return replicas[0], None
 
     def route(self, r: LLMRequest, replicas: Sequence[ReplicaState], now: float) -> Route | Retry:
         cap = self.params.max_ongoing_requests
-        best = None
-        for k in self.sample(replicas):
-            if k.ongoing < cap and (best is None or k.ongoing < best.ongoing):
-                best = k
-        if best is not None:
-            return Route(best, ON_TIME)
+        a, b = self.sample(replicas)
+        if b is not None and b.ongoing < a.ongoing:  # the first sampled wins a tie
+            a = b
+        if a.ongoing < cap:
+            return Route(a, ON_TIME)
         return self.backoff(r)
 
     def backoff(self, r: LLMRequest) -> Retry:
