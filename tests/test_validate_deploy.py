@@ -239,8 +239,10 @@ def test_a_target_that_serves_nothing_ends_the_run(files):
     p = validate(files / "trace.parquet", "--deploy", files / "deploy.yaml", "--out", files / "o", "--target", url)
     assert p.returncode == 1, p.stderr
     assert "Traceback" not in p.stderr
-    assert p.stderr.strip().splitlines()[-1].startswith(
-        f"error: --target {url}: live run: no task succeeded (node llm: Connect"
+    assert (
+        p.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: --target {url}: live run: no task succeeded (node llm: Connect")
     )
     assert (files / "o" / "live" / "tasks.parquet").is_file()  # every task is there, failed
     assert not (files / "o" / "fidelity.json").exists()
