@@ -44,7 +44,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
-from live_bench import ROOT, azure_trace, cato_live, deploy_file, measure_capacity, mix_trace
+from live_bench import ROOT, azure_trace, cato_live, deploy_file, gateway_process, measure_capacity, mix_trace
 
 KEYS = ("ttft_p50", "ttft_p95", "e2e_p50", "e2e_p95")
 
@@ -55,16 +55,13 @@ def validate(name: str, trace: pa.Table, router: str, args, out: Path) -> dict:
     pq.write_table(trace, folder / "trace.parquet")
     extra = ["--profile", args.profile] if args.profile else []
     repeat = ["--repeat-live"] if args.repeat_live else []
-    cato_live(
-        "validate",
-        folder / "trace.parquet",
-        "--deploy",
-        deploy_file(args, folder, router, router=router),
-        "--out",
-        folder / "out",
-        *extra,
-        *repeat,
-    )
+    deploy = deploy_file(args, folder, router, router=router)
+    command = ["validate", folder / "trace.parquet", "--deploy", deploy, "--out", folder / "out", *extra, *repeat]
+    if args.gateway == "process":
+        with gateway_process(deploy, args.gateway_port, folder / "gateway.log") as url:
+            cato_live(*command, "--target", url)
+    else:
+        cato_live(*command)
     return json.loads((folder / "out/fidelity.json").read_text())
 
 
@@ -98,6 +95,13 @@ def main() -> None:
     ap.add_argument("--max-output", type=int, default=256)
     ap.add_argument("--repeat-live", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--replicas", type=int, default=1, help="vLLM replicas, one core each from core 0")
+    ap.add_argument(
+        "--gateway",
+        choices=["in-process", "process"],
+        default="in-process",
+        help="the live side's gateway: in validate's process (beside the replayer) or `cato-live serve` apart",
+    )
+    ap.add_argument("--gateway-port", type=int, default=8700)
     ap.add_argument("--out", default=str(ROOT / "results/fidelity"))
     args = ap.parse_args()
     cores = sorted(os.sched_getaffinity(0))

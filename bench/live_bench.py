@@ -9,9 +9,13 @@ Uses CATO_VLLM_PYTHON and CATO_TINY_MODEL (default: the Makefile's .vllm-venv an
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +105,33 @@ def measure_capacity(args, out: Path) -> float:
     ok = [a + e for a, e, s in zip(*(t[c].to_pylist() for c in t.column_names), strict=True) if s == "ok"]
     makespan = max(ok) - min(t["arrival_s"].to_pylist())
     return len(ok) / makespan
+
+
+@contextlib.contextmanager
+def gateway_process(deploy: Path, port: int, log: Path, ready_timeout_s: float = 300.0):
+    """`cato-live serve DEPLOY` in a process of its own (its replicas start first); yields its
+    URL once /health answers, stops it (and so its replicas) on exit."""
+    cmd = [sys.executable, "-m", "cato_live", "serve", str(deploy), "--port", str(port), "--log-level", "warning"]
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+        )
+        try:
+            deadline = time.monotonic() + ready_timeout_s
+            while True:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"the gateway did not start (see {log})")
+                try:
+                    with urllib.request.urlopen(url + "/health", timeout=2):
+                        break
+                except OSError:
+                    time.sleep(1.0)
+            yield url
+        finally:
+            proc.send_signal(signal.SIGINT)  # Ctrl-C: the gateway stops its replicas
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
