@@ -27,7 +27,8 @@ provisioner pins each vLLM server; vLLM's own OpenMP binding is off (``nobind``,
 because every replica of a deployment shares one environment.
 
 Prints ``READY <url> <seconds>`` on stdout when /v1/models lists the model, then serves until
-SIGTERM or SIGINT, and shuts Serve and Ray down.
+SIGTERM or SIGINT, shuts Serve and Ray down and waits until every process it started has
+exited (killing what is left after 30 s).
 """
 
 from __future__ import annotations
@@ -128,8 +129,17 @@ def main() -> None:
         while not stop.wait(0.5):
             pass
     finally:
+        import psutil
+
+        ours = psutil.Process().children(recursive=True)  # Ray's daemons, workers, vLLM engines
         serve.shutdown()
         ray.shutdown()
+        # Ray's workers exit after ray.shutdown() returns, orphaned once the raylet is gone:
+        # wait for every process this run started, so none outlives it
+        _, alive = psutil.wait_procs(ours, timeout=30)
+        for p in alive:
+            p.kill()
+        psutil.wait_procs(alive, timeout=10)
         print("STOPPED", flush=True)
 
 
