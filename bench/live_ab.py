@@ -117,7 +117,7 @@ def run_side(side: str, trace: Path, args, folder: Path, model: str) -> dict:
 
 
 def cell(fig: dict, key: str) -> str:
-    """``live (sim)``: ms for latencies, % for Goodput."""
+    """``live / sim``: ms for latencies, % for Goodput."""
     if key == "goodput_rate":
         return " / ".join("-" if fig[s] is None else f"{fig[s]:.1%}" for s in ("live", "sim"))
     return " / ".join("-" if fig[s] is None else f"{1e3 * fig[s]:.0f}" for s in ("live", "sim"))
