@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +24,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cato_live.provisioners.child_process import ChildProcess, ChildStartError  # noqa: E402
 from cato_traces.generate import generate_trace  # noqa: E402
 
 MIX = {"completion": 1, "generation": 1, "summarization": 1, "translation": 1}
@@ -110,28 +108,15 @@ def measure_capacity(args, out: Path) -> float:
 @contextlib.contextmanager
 def gateway_process(deploy: Path, port: int, log: Path, ready_timeout_s: float = 300.0):
     """`cato-live serve DEPLOY` in a process of its own (its replicas start first); yields its
-    URL once /health answers, stops it (and so its replicas) on exit."""
+    URL once /health answers, stops it (SIGTERM: it stops its replicas) on exit."""
     cmd = [sys.executable, "-m", "cato_live", "serve", str(deploy), "--port", str(port), "--log-level", "warning"]
     url = f"http://127.0.0.1:{port}"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
-        )
+    child = ChildProcess(cmd, {**os.environ, "PYTHONPATH": str(ROOT)}, log, "gateway").start()
+    try:
         try:
-            deadline = time.monotonic() + ready_timeout_s
-            while True:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"the gateway did not start (see {log})")
-                try:
-                    with urllib.request.urlopen(url + "/health", timeout=2):
-                        break
-                except OSError:
-                    time.sleep(1.0)
-            yield url
-        finally:
-            proc.send_signal(signal.SIGINT)  # Ctrl-C: the gateway stops its replicas
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            child.wait_ready(url + "/health", ready_timeout_s)
+        except ChildStartError as e:
+            raise SystemExit(f"the gateway did not start: {e}") from None
+        yield url
+    finally:
+        child.stop(grace_s=60)  # the replicas' own stop takes seconds

@@ -40,6 +40,7 @@ import threading
 import time
 import urllib.request
 
+from cato_live.provisioners.child_process import lists_model
 from cato_live.provisioners.vllm_process import DEFAULT_ENV
 
 
@@ -59,11 +60,12 @@ def llm_config(args) -> dict:
 
 
 def wait_listed(url: str, name: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
+    """Until GET /v1/models lists ``name``: Ray's app answers before its replicas are up."""
+    listed, deadline = lists_model(name), time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url + "/v1/models", timeout=5) as r:
-                if name.encode() in r.read():
+                if listed(r.read()):
                     return
         except OSError:
             pass
