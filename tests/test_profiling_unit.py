@@ -6,7 +6,7 @@ import pytest
 
 from cato_live.profiling.backend import vllm_samples
 from cato_live.profiling.grid import batch_sizes, design_grid
-from cato_live.profiling.measure import Arrivals, clean_gaps, steady_step
+from cato_live.profiling.measure import Arrivals, Profiler, clean_gaps, steady_step
 
 
 def stream(times_ms: list[float], tokens: list[int] | None = None) -> Arrivals:
@@ -20,7 +20,7 @@ def test_grid_spans_batch_sizes_and_fits_the_model_length():
     assert max(g.prefill_tokens) + 2 <= 2048 and max(g.decode_contexts) + g.decode_tokens <= 2048
     small = design_grid(1, 600)
     assert small.mixed_seqs == () and max(small.prefill_tokens) <= 598
-    assert "repeats" in g.describe() and g.points == 7 + 4 * 3 + 3 * 3
+    assert "5 rounds over the grid" in g.describe() and g.points == 7 + 4 * 3 + 3 * 3
 
 
 def test_bunched_arrivals_are_left_out():
@@ -61,3 +61,56 @@ def test_vllm_samples_reads_the_first_sample_of_each_vllm_metric():
     assert s["vllm:cache_config_info"].labels["kv_cache_size_tokens"] == "2097152"
     assert s["vllm:num_requests_running"].value == 3.0
     assert vllm_samples("not a metrics page {") == {}
+
+
+class ScriptedProfiler(Profiler):
+    """The Profiler's rounds with its three samplers replaced by a script, to check the
+    order of the samples and how they are combined; tests/live/test_profile_vllm.py runs the
+    real samplers against vLLM."""
+
+    def __init__(self, grid, spoiled=()):
+        super().__init__(None, grid)
+        self.calls, self.spoiled = [], set(spoiled)
+
+    async def warm_up(self):
+        pass
+
+    async def _take(self, label, seconds):
+        self.calls.append(label)
+        return None if label in self.spoiled else (seconds, 10.0 * len(self.calls))
+
+    async def prefill(self, p):
+        return await self._take(f"p{p}", p / 1e3)
+
+    async def decode(self, n, c):
+        return await self._take(f"d{n},{c}", n / 1e3)
+
+    async def mixed(self, n, p):
+        return await self._take(f"m{n},{p}", (n + p) / 1e3)
+
+
+def test_profiler_measures_in_rounds_reversed_every_other_round():
+    import asyncio
+    import dataclasses
+
+    grid = dataclasses.replace(
+        design_grid(2, 2048, repeats=3),
+        prefill_tokens=(16, 64),
+        decode_seqs=(1,),
+        decode_contexts=(16,),
+        mixed_seqs=(1,),
+        mixed_prefill=(64,),
+    )
+    prof = ScriptedProfiler(grid, spoiled={"m1,64"})
+    points = asyncio.run(prof.run())
+    one_round = ["p16", "p64", "d1,16"] + ["m1,64"] * 4  # a spoiled sample is tried RETRIES times
+    assert prof.calls == one_round + one_round[::-1] + one_round
+    # the never-clean mixed point is left out, with why; the others are medians of 3 samples
+    assert [(p.part, p.label, p.seconds) for p in points] == [
+        ("prefill", "p=16", 0.016),
+        ("prefill", "p=64", 0.064),
+        ("decode", "n=1 c=16", 0.001),
+    ]
+    assert prof.skipped == ["no clean mixed step seen for n=1 p=64 in 12 tries (a busy machine?)"]
+    # C of the decode point: the median of its samples' C (calls 3, 12 and 17, times 10)
+    assert points[2].decode_ctx == 120.0 and points[1].prefill_attn == 64.0 * 64

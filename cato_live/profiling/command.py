@@ -27,6 +27,7 @@ from typing import Annotated
 import typer
 
 from cato_core.errors import InputError, exits_on_input_error
+from cato_live.profiling.grid import REPEATS
 
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 
@@ -41,7 +42,7 @@ def profile(
     ] = None,
     name: Annotated[str | None, typer.Option(help="profile name (default: the --out file's stem)")] = None,
     device: Annotated[str | None, typer.Option(help="device description (default: from the provisioner)")] = None,
-    repeats: Annotated[int, typer.Option(help="measurements a grid point (medians)")] = 3,
+    repeats: Annotated[int, typer.Option(help="rounds over the grid: samples a point (medians)")] = REPEATS,
     cold_start_s: Annotated[
         float | None, typer.Option(help="with --target: cold start to record (default: the DEPLOY profile's)")
     ] = None,
@@ -145,7 +146,7 @@ async def _run(provisioner, *, deploy, d, model, out, target, name, device, repe
             replica = Replica(target, None)
         facts = await server_facts(replica.url, served, headers)
         grid = design_grid(spec.max_num_seqs, facts.max_model_len or 2048, repeats)
-        bar = progress.add_task("measuring", total=grid.points, status="warm-up")
+        bar = progress.add_task("measuring", total=grid.points * grid.repeats, status="warm-up")
         client = Client(replica.url, served, vocab_size, seed, headers=headers)
         stack.push_async_callback(client.aclose)
         profiler = Profiler(

@@ -34,10 +34,6 @@ class MeasureError(RuntimeError):
     """A request failed or the replica answered something unexpected."""
 
 
-class NoCleanTiming(MeasureError):
-    """Every try of a point was spoiled by stalls (a busy machine): the point is left out."""
-
-
 @dataclass
 class Arrivals:
     """One streamed request: when it was sent and when each chunk (with its tokens) came."""
@@ -258,7 +254,15 @@ async def _read_body(reader: asyncio.StreamReader, chunked: bool) -> bytes:
 
 
 class Profiler:
-    """Runs a Grid's points on one replica; ``tick(label)`` after each measurement."""
+    """Runs a Grid's points on one replica; ``tick(label)`` after each measurement.
+
+    The grid is measured in rounds: each round takes one sample of every point, in the
+    grid's order, reversed every other round; a point's time is the median of its samples.
+    A shared machine has slow spells that last seconds (a lone decode measured 4-6 ms a
+    step in one minute and 3-4 ms in the next), so samples of one point taken back to back
+    would all land in one spell and skew the fit; spread over the run, the spells hit every
+    point alike.
+    """
 
     def __init__(
         self, client: Client, grid: Grid, tick: Callable[[str], None] = lambda _label: None, shared: bool = False
@@ -269,10 +273,6 @@ class Profiler:
         self.shared = shared
         self.skipped: list[str] = []  # why points were left out
 
-    async def _idle(self) -> None:
-        if self.shared:
-            await self.client.wait_idle()
-
     async def warm_up(self) -> None:
         """The first requests after start-up (and of each new shape) are slow: run each shape once."""
         c, g = self.client, self.grid
@@ -281,92 +281,94 @@ class Profiler:
         n = max(g.decode_seqs)
         await asyncio.gather(*(c.stream(max(g.decode_contexts), 8) for _ in range(n)))
 
-    async def prefill(self, p: int) -> Point:
-        ttfts = []
-        await self._idle()
-        for _ in range(self.grid.repeats):
-            a = await self.client.stream(p, 1)
-            # not screened for bunching like the gaps: a client stall is rare and the median
-            # drops it, while an API server that lags behind its engine is what clients see
-            ttfts.append(a.times[0] - a.sent)
-        self.tick(f"prefill p={p}")
-        return Point("prefill", p, float(p * p), 0.0, statistics.median(ttfts), f"p={p}")
+    async def prefill(self, p: int) -> tuple[float, float]:
+        """One lone TTFT of a p-token prompt: (seconds, C = 0)."""
+        a = await self.client.stream(p, 1)
+        # not screened for bunching like the gaps: a client stall is rare and the median
+        # drops it, while an API server that lags behind its engine is what clients see
+        return a.times[0] - a.sent, 0.0
 
-    async def decode(self, n: int, context: int) -> Point:
+    async def decode(self, n: int, context: int) -> tuple[float, float] | None:
+        """One steady decode step of n sequences of ``context`` prompt tokens: (seconds, C)."""
         g = self.grid
-        gaps, ctxs = [], []
-        await self._idle()
-        for _ in range(g.repeats * RETRIES):
-            if len(gaps) == g.repeats:
-                break
-            streams = await asyncio.gather(*(self.client.stream(context, g.decode_tokens) for _ in range(n)))
-            run = steady_step(list(streams))
-            if run is not None:
-                gaps.append(run[0])
-                ctxs.append(n * (context + run[1]))
-        if not gaps:
-            raise NoCleanTiming(
-                f"no steady decode steps seen for n={n}, prompt {context} in {g.repeats * RETRIES} tries (a busy machine?)"
-            )
-        self.tick(f"decode n={n} c={context}")
-        return Point("decode", n, 0.0, float(statistics.median(ctxs)), statistics.median(gaps), f"n={n} c={context}")
+        streams = await asyncio.gather(*(self.client.stream(context, g.decode_tokens) for _ in range(n)))
+        run = steady_step(list(streams))
+        return None if run is None else (run[0], n * (context + run[1]))
 
-    async def mixed(self, n: int, p: int) -> Point:
+    async def mixed(self, n: int, p: int) -> tuple[float, float] | None:
+        """One step that ran a p-token prompt beside n decoding sequences: (seconds, C)."""
         g, c = self.grid, self.client
         lead = 4  # decode steps before the prompt arrives: the batch is steady by then
-        gaps, ctxs = [], []
-        await self._idle()
-        for _ in range(g.repeats * RETRIES):
-            if len(gaps) == g.repeats:
-                break
-            decoders = [Arrivals(0.0, reached={lead: asyncio.Event()}) for _ in range(n)]
-            # enough tokens to outlast the prompt's step with some to spare
-            runs = [asyncio.create_task(c.stream(g.mixed_context, g.decode_tokens, a)) for a in decoders]
-            try:
-                await asyncio.gather(*(a.reached[lead].wait() for a in decoders))
-                newcomer = await c.stream(p, 1)
-                await asyncio.gather(*runs)
-            finally:
-                for t in runs:
-                    t.cancel()
-            first = newcomer.times[0]
-            step, held = [], []
-            for a in decoders:
-                # the decoders' chunk that came with the newcomer's first token ends the mixed step
-                clean = dict(clean_gaps(a))
-                i = min(range(1, len(a.times)), key=lambda j, a=a: abs(a.times[j] - first))
-                if i in clean and abs(a.times[i] - first) < clean[i] / 2:
-                    step.append(clean[i])
-                    held.append(g.mixed_context + sum(a.tokens[:i]))
-            if step:
-                gaps.append(statistics.median(step))
-                ctxs.append(statistics.median(held) * n)
-        if not gaps:
-            raise NoCleanTiming(
-                f"no clean mixed step seen for n={n}, p={p} in {g.repeats * RETRIES} tries (a busy machine?)"
-            )
-        self.tick(f"mixed n={n} p={p}")
-        return Point(
-            "mixed", n + p, float(p * p), float(statistics.median(ctxs)), statistics.median(gaps), f"n={n} p={p}"
-        )
+        decoders = [Arrivals(0.0, reached={lead: asyncio.Event()}) for _ in range(n)]
+        # enough tokens to outlast the prompt's step with some to spare
+        runs = [asyncio.create_task(c.stream(g.mixed_context, g.decode_tokens, a)) for a in decoders]
+        try:
+            await asyncio.gather(*(a.reached[lead].wait() for a in decoders))
+            newcomer = await c.stream(p, 1)
+            await asyncio.gather(*runs)
+        finally:
+            for t in runs:
+                t.cancel()
+        first = newcomer.times[0]
+        step, held = [], []
+        for a in decoders:
+            # the decoders' chunk that came with the newcomer's first token ends the mixed step
+            clean = dict(clean_gaps(a))
+            i = min(range(1, len(a.times)), key=lambda j, a=a: abs(a.times[j] - first))
+            if i in clean and abs(a.times[i] - first) < clean[i] / 2:
+                step.append(clean[i])
+                held.append(g.mixed_context + sum(a.tokens[:i]))
+        return (statistics.median(step), statistics.median(held) * n) if step else None
+
+    def _jobs(self) -> list[tuple[str, tuple[int, int], str]]:
+        """(part, shape, label) of every grid point, in the grid's order."""
+        g = self.grid
+        jobs = [("prefill", (p, 0), f"p={p}") for p in g.prefill_tokens]
+        jobs += [("decode", (n, c), f"n={n} c={c}") for n in g.decode_seqs for c in g.decode_contexts]
+        jobs += [("mixed", (n, p), f"n={n} p={p}") for n in g.mixed_seqs for p in g.mixed_prefill]
+        return jobs
+
+    async def _sample(self, part: str, shape: tuple[int, int]) -> tuple[float, float] | None:
+        """One clean sample of a point, trying again (up to RETRIES) when stalls spoil it."""
+        if self.shared:
+            await self.client.wait_idle()
+        for _ in range(RETRIES):
+            if part == "prefill":
+                return await self.prefill(shape[0])
+            got = await (self.decode if part == "decode" else self.mixed)(*shape)
+            if got is not None:
+                return got
+        return None
 
     async def run(self) -> list[Point]:
-        """Warm up, then measure every point of the grid."""
+        """Warm up, then measure every point of the grid, ``repeats`` rounds."""
         await self.warm_up()
-        return await self._points()
-
-    async def _points(self) -> list[Point]:
-        g = self.grid
-        jobs = [(self.prefill, (p,)) for p in g.prefill_tokens]
-        jobs += [(self.decode, (n, ctx)) for n in g.decode_seqs for ctx in g.decode_contexts]
-        jobs += [(self.mixed, (n, p)) for n in g.mixed_seqs for p in g.mixed_prefill]
+        jobs = self._jobs()
+        samples: dict[int, list[tuple[float, float]]] = {i: [] for i in range(len(jobs))}
+        for r in range(self.grid.repeats):
+            order = range(len(jobs)) if r % 2 == 0 else range(len(jobs) - 1, -1, -1)
+            for i in order:
+                part, shape, label = jobs[i]
+                got = await self._sample(part, shape)
+                if got is not None:
+                    samples[i].append(got)
+                self.tick(f"{part} {label}" if got is not None else f"{part} {label}: spoiled")
         points = []
-        for job, args in jobs:
-            try:
-                points.append(await job(*args))
-            except NoCleanTiming as e:
-                self.skipped.append(str(e))  # one noisy point: the fit can do without it
-                self.tick("skipped")
+        for i, (part, (a, b), label) in enumerate(jobs):
+            if not samples[i]:
+                what = "steady decode steps" if part == "decode" else "clean mixed step"
+                self.skipped.append(
+                    f"no {what} seen for {label} in {self.grid.repeats * RETRIES} tries (a busy machine?)"
+                )
+                continue
+            seconds = statistics.median(s for s, _ in samples[i])
+            ctx = float(statistics.median(c for _, c in samples[i]))
+            if part == "prefill":
+                points.append(Point(part, a, float(a * a), 0.0, seconds, label))
+            elif part == "decode":
+                points.append(Point(part, a, 0.0, ctx, seconds, label))
+            else:
+                points.append(Point(part, a + b, float(b * b), ctx, seconds, label))
         if len(points) < len(jobs) / 2:
             raise MeasureError(
                 f"{len(jobs) - len(points)} of {len(jobs)} points could not be timed; first: {self.skipped[0]}"
