@@ -7,7 +7,7 @@ import asyncio
 import itertools
 import json
 
-import httpx
+import aiohttp
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -74,7 +74,7 @@ def call(url: str, kind: str):
     ticks = itertools.count(1)
 
     async def go():
-        async with httpx.AsyncClient() as c:
+        async with aiohttp.ClientSession() as c:
             return await stream_completion(
                 c,
                 url + "/v1/completions",

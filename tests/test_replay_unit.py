@@ -263,7 +263,7 @@ def test_refused_target_fails_every_task_with_the_reason(tmp_path):
     replicas = pd.read_parquet(tmp_path / "replicas.parquet")
     assert sorted(tasks["task_id"]) == sorted(trace["task_id"])
     assert set(tasks["status"]) == {"failed"} and result.by_status == {"failed": len(trace)}
-    assert tasks["error"].str.startswith("node llm: ConnectError").all(), tasks["error"].tolist()
+    assert tasks["error"].str.startswith("node llm: ClientConnectorError").all(), tasks["error"].tolist()
     assert not tasks["met"].any() and tasks["e2e_s"].isna().all()
     llm = nodes[nodes["kind"] == "llm"]
     assert len(llm) == len(trace) and (llm["status"] == "failed").all() and (llm["replica"] == url).all()

@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import aiohttp
 import numpy as np
 import pandas as pd
 
@@ -176,13 +177,15 @@ class Replayer:
         self.out.mkdir(parents=True, exist_ok=True)
         self._tasks_w = TableWriter(self.out / "tasks.parquet", TASKS)
         self._nodes_w = TableWriter(self.out / "nodes.parquet", NODES)
-        limits = httpx.Limits(max_connections=self.cfg.connections, max_keepalive_connections=self.cfg.connections)
-        headers = dict(self.cfg.headers)
-        timeout = httpx.Timeout(None, connect=min(10.0, self.cfg.timeout_s))
+        connector = aiohttp.TCPConnector(limit=self.cfg.connections, limit_per_host=0)
+        # no total timeout here: stream_completion bounds each request by cfg.timeout_s itself
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(10.0, self.cfg.timeout_s))
         interrupted = False
         replicas_from = "client"
         try:
-            async with httpx.AsyncClient(limits=limits, timeout=timeout, headers=headers, trust_env=False) as client:
+            async with aiohttp.ClientSession(
+                connector=connector, timeout=timeout, headers=dict(self.cfg.headers), read_bufsize=1 << 20
+            ) as client:
                 served = [] if self._stop.is_set() else await self._warm_up(client)
                 if self.model is None and served:
                     self.model = served[0]
@@ -246,7 +249,7 @@ class Replayer:
                 task = self._make_task(i)
             self._end_task(task, end, status, error)
 
-    async def _dispatch(self, client: httpx.AsyncClient) -> None:
+    async def _dispatch(self, client: aiohttp.ClientSession) -> None:
         scale = self.cfg.time_scale
         for i, arrival in enumerate(self._cols["arrival_s"]):
             delay = float(arrival) * scale - self.now()
@@ -276,7 +279,7 @@ class Replayer:
         self.tasks[task_id] = task
         return task
 
-    async def _run_task(self, client: httpx.AsyncClient, task: TaskRun, i: int) -> None:
+    async def _run_task(self, client: aiohttp.ClientSession, task: TaskRun, i: int) -> None:
         """Task ``i`` of the trace, node by node (cato_live.task_walk), ended exactly once."""
         rng = np.random.default_rng([self.cfg.seed, i])
         tool_s = tool_durations(task.plan, rng)
@@ -300,7 +303,7 @@ class Replayer:
 
     async def _run_node(
         self,
-        client: httpx.AsyncClient,
+        client: aiohttp.ClientSession,
         task: TaskRun,
         node: NodePlan,
         tool_s: list[float],
@@ -352,38 +355,33 @@ class Replayer:
         if self.finished == len(self.trace) and self._all_done is not None:
             self._all_done.set()
 
-    async def _warm_up(self, client: httpx.AsyncClient) -> list[str]:
+    async def _warm_up(self, client: aiohttp.ClientSession) -> list[str]:
         """GET /v1/models before the clock starts: opens a pooled connection (the first task
         does not pay for it) and returns the served model names ([] if it does not answer)."""
         try:
-            resp = await client.get(self.cfg.target.rstrip("/") + "/v1/models", timeout=5.0)
-            data = resp.json().get("data") if resp.status_code == 200 else None
+            data = (await _get_json(client, self.cfg.target.rstrip("/") + "/v1/models", 5.0) or {}).get("data")
             return [str(m["id"]) for m in data] if isinstance(data, list) else []
-        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError, AttributeError):
             return []
 
     def _client_replica_row(self, end: float) -> tuple:
         return (self.cfg.target, self.model or "", 0, 0.0, 0.0, end, busy_seconds(self.inflight), self.requests)
 
-    async def _gateway_records(self, client: httpx.AsyncClient) -> tuple[list[dict], float] | None:
+    async def _gateway_records(self, client: aiohttp.ClientSession) -> tuple[list[dict], float] | None:
         """The in-process gateway's call records and its clock's offset to the replay's."""
         try:
-            resp = await client.get(self.cfg.target.rstrip("/") + GATEWAY_NODES_PATH, timeout=10.0)
-            nodes = resp.json().get("nodes") if resp.status_code == 200 else None
-        except (httpx.HTTPError, ValueError, AttributeError):
+            nodes = (await _get_json(client, self.cfg.target.rstrip("/") + GATEWAY_NODES_PATH, 10.0) or {}).get("nodes")
+        except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
             return None
         if not isinstance(nodes, list):
             return None
         return [n for n in nodes if isinstance(n, dict)], self.now() - self.gateway_now()
 
-    async def _gateway_replicas(self, client: httpx.AsyncClient) -> list[tuple] | None:
+    async def _gateway_replicas(self, client: aiohttp.ClientSession) -> list[tuple] | None:
         """The gateway's replica table, if the target is a CATO gateway that serves one."""
         try:
-            resp = await client.get(self.cfg.target.rstrip("/") + GATEWAY_REPLICAS_PATH, timeout=5.0)
-            if resp.status_code != 200:
-                return None
-            data = resp.json()
-        except (httpx.HTTPError, ValueError):
+            data = await _get_json(client, self.cfg.target.rstrip("/") + GATEWAY_REPLICAS_PATH, 5.0)
+        except (aiohttp.ClientError, TimeoutError, ValueError):
             return None
         items = data.get("replicas") if isinstance(data, dict) else data
         if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
@@ -396,6 +394,14 @@ class Replayer:
                 row["released_s"] = now
             rows.append(tuple(row.values()))
         return rows
+
+
+async def _get_json(client: aiohttp.ClientSession, url: str, timeout_s: float):
+    """GET ``url``'s JSON body; None unless it answers 200."""
+    async with client.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+        if resp.status != 200:
+            return None
+        return json.loads(await resp.read())
 
 
 def enrich_nodes(path: Path, records: list[dict], offset_s: float) -> int:
@@ -430,13 +436,12 @@ def enrich_nodes(path: Path, records: list[dict], offset_s: float) -> int:
 
 
 # -- summary ---------------------------------------------------------------------------
-VERSIONED = ("cato", "httpx", "numpy", "pandas", "pyarrow", "pydantic")
+VERSIONED = ("cato", "aiohttp", "numpy", "pandas", "pyarrow", "pydantic")
 
 
 def write_summary(out: Path, args: dict, cfg: ReplayConfig, result: ReplayResult, wall_s: float) -> dict:
     """summary.json: resolved arguments, seed, versions, wall time and the summarize() figures
     of the tables just written (the same code as cato-sim's summaries)."""
-    import json
 
     from cato_report.summary import summarize
     from cato_report.wait_prediction import wait_prediction

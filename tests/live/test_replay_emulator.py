@@ -3,7 +3,7 @@
 The same replay and checks as against vLLM (test_replay_vllm.check_complete_run), then the
 emulator's timings as the replayer measures them, against the profile: tasks spaced far
 apart each run alone, so an LLM node's TTFT (sent -> first token, at the client) is
-prefill_s(prompt) x time scale, late by at most LATE_S. The replayer's client (httpx,
+prefill_s(prompt) x time scale, late by at most LATE_S. The replayer's client (aiohttp,
 asyncio) adds about 2-7 ms per request on this 2-core machine on top of the emulator's own
 1-2 ms (see test_emulator), so LATE_S = 50 ms on prefills stretched to about 0.1 s.
 """

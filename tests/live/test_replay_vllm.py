@@ -118,7 +118,7 @@ def check_complete_run(
     assert {k: summary[k] for k in expect} == expect  # the same summarizing code as cato-sim
     assert summary["tasks_by_status"] == {"ok": len(trace)} and summary["interrupted"] is False
     assert summary["config"]["target"] == target and summary["config"]["model_resolved"] == model
-    assert summary["wall_s"] > 0 and "httpx" in summary["versions"]
+    assert summary["wall_s"] > 0 and "aiohttp" in summary["versions"]
     return tasks, nodes, replicas, summary
 
 
