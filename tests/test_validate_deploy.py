@@ -242,7 +242,9 @@ def test_a_target_that_serves_nothing_ends_the_run(files):
     assert (
         p.stderr.strip()
         .splitlines()[-1]
-        .startswith(f"error: --target {url}: live run: no task succeeded (node llm: Connect")
+        .startswith(
+            f"error: --target {url}: live run: no task succeeded (node llm: ClientConnectorError: Cannot connect"
+        )
     )
     assert (files / "o" / "live" / "tasks.parquet").is_file()  # every task is there, failed
     assert not (files / "o" / "fidelity.json").exists()
