@@ -4,13 +4,19 @@ A step of a continuous-batching engine (vLLM) runs every running sequence once: 
 chunks of new prompts and one token for each decoding sequence. Its time is modelled as
 
     step_s = max(linear_floor_s, overhead_s + per_token_s * T)
-             + prefill_attn_s * A + decode_ctx_s * C
+             + per_seq_s * S + prefill_attn_s * A + decode_ctx_s * C
 
 T   tokens in the step (prefill chunk tokens + one per decoding sequence): the linear
     layers (projections, MLP), fitted from operator timings. Small steps are bound by
     reading the weights once, whatever T: they take at least linear_floor_s (Vidur's A100
     timings are flat at ~9.3 ms for T <= 64, where the line alone under-predicts by up to
     30%). linear_floor_s = 0 means no floor: the plain line;
+S   sequences that come out of the step with a token (every decoding sequence, and a prompt
+    whose last chunk is in the step): sampling, output processing, detokenizing and
+    streaming are paid per sequence, not per token. On vLLM's CPU build they run on the
+    engine's own core, and a decode step grew by about 0.3-0.6 ms a sequence while a prefill
+    token cost microseconds, which T alone cannot express. 0 (the default, and every
+    Vidur-derived profile, timed from operators alone) means no such cost;
 A   sum over prefill chunks of chunk * (2 * done + chunk), i.e. p**2 for a whole prompt of
     p tokens: causal self-attention over the prompt, compute-bound;
 C   context tokens (prompt + generated) held by the decoding sequences: decode attention
@@ -22,8 +28,9 @@ measured as the part of a lone request's TTFT that no step accounts for (cato-li
 The simulator adds it to the first token and to the end of each request; 0 (the default,
 and every Vidur-derived profile) means clients see the engine's own times.
 
-In a run of decode-only steps the batch size n, hence the linear part max(floor, a + b*n),
-is constant; only the context grows (by n a step), so run times stay closed-form.
+In a run of decode-only steps the batch size n, hence the linear part max(floor, a + b*n)
+and the per-sequence part per_seq_s * n, is constant; only the context grows (by n a step),
+so run times stay closed-form.
 
 Profiles are data files (cato_profiles/*.yaml) that say where their numbers come from.
 """
@@ -50,6 +57,8 @@ class DeviceProfile(BaseModel):
     per_token_s: float = Field(ge=0)
     # least time of the linear part (weight-read bound small steps); 0 = no floor
     linear_floor_s: float = Field(default=0.0, ge=0)
+    # per sequence given a token in a step (see the module docstring); 0 = none
+    per_seq_s: float = Field(default=0.0, ge=0)
     prefill_attn_s: float = Field(ge=0)
     decode_ctx_s: float = Field(ge=0)
     # per request, between the engine and the client (see the module docstring); 0 = none
@@ -63,38 +72,42 @@ class DeviceProfile(BaseModel):
         """Time of the linear layers for a step of ``tokens`` tokens (floored line)."""
         return max(self.linear_floor_s, self.overhead_s + self.per_token_s * tokens)
 
-    def step_s(self, tokens: int, prefill_attn: float, decode_ctx: float) -> float:
-        """Time of one engine step (see the module docstring for T, A and C)."""
+    def step_s(self, tokens: int, prefill_attn: float, decode_ctx: float, seqs: int) -> float:
+        """Time of one engine step (see the module docstring for T, A, C and S = ``seqs``)."""
         # linear_s inlined: the engine asks this for every step it runs
         linear = max(self.linear_floor_s, self.overhead_s + self.per_token_s * tokens)
-        return linear + self.prefill_attn_s * prefill_attn + self.decode_ctx_s * decode_ctx
+        return linear + self.per_seq_s * seqs + self.prefill_attn_s * prefill_attn + self.decode_ctx_s * decode_ctx
 
     def prefill_s(self, prompt_tokens: int) -> float:
         """Isolated prefill of a whole prompt in one step, as the client sees it: the step plus
         the request latency; it ends with the first token."""
-        return self.step_s(prompt_tokens, prompt_tokens * prompt_tokens, 0) + self.request_latency_s
+        return self.step_s(prompt_tokens, prompt_tokens * prompt_tokens, 0, 1) + self.request_latency_s
 
     def decode_s(self, prompt_tokens: int, output_tokens: int) -> float:
         """Isolated decode of the output tokens after the first, on an otherwise idle replica.
 
-        Each of the k = o-1 steps runs one token (linear part linear_s(1)); step j (1..k)
-        reads a context of p + j tokens, summed in closed form: k * (p + o/2).
+        Each of the k = o-1 steps runs one token of one sequence (linear_s(1) + per_seq_s);
+        step j (1..k) reads a context of p + j tokens, summed in closed form: k * (p + o/2).
         """
         k = max(output_tokens - 1, 0)
-        return k * self.linear_s(1) + self.decode_ctx_s * k * (prompt_tokens + output_tokens / 2)
+        return k * (self.linear_s(1) + self.per_seq_s) + self.decode_ctx_s * k * (prompt_tokens + output_tokens / 2)
 
     def _decode_base_s(self, seqs: int, context: int) -> float:
-        # first step of a decode-only run: constant linear part plus the initial KV read
-        return self.linear_s(seqs) + self.decode_ctx_s * context
+        # first step of a decode-only run: constant linear and per-sequence parts plus the initial KV read
+        return self.linear_s(seqs) + self.per_seq_s * seqs + self.decode_ctx_s * context
 
     def decode_run_s(self, seqs: int, context: int, steps: int) -> float:
         """Time of ``steps`` decode-only steps of ``seqs`` sequences holding ``context`` tokens.
 
         Each step adds one token to every sequence, so the context grows by ``seqs`` a step;
-        the linear part, max(floor, a + b*seqs), is the same every step.
+        the linear part, max(floor, a + b*seqs), and per_seq_s * seqs are the same every step.
         """
         # _decode_base_s inlined: the engine asks this for every decode stretch
-        base = max(self.linear_floor_s, self.overhead_s + self.per_token_s * seqs) + self.decode_ctx_s * context
+        base = (
+            max(self.linear_floor_s, self.overhead_s + self.per_token_s * seqs)
+            + self.per_seq_s * seqs
+            + self.decode_ctx_s * context
+        )
         return steps * base + self.decode_ctx_s * seqs * steps * (steps - 1) / 2
 
     def decode_steps_within(self, seqs: int, context: int, elapsed_s: float) -> int:

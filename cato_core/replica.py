@@ -140,7 +140,7 @@ class ReplicaState:
         steps run in a batch one larger than now.
         """
         p, n, ctx = self.profile, self.running, self._running_context
-        t = p.step_s(r.prompt_tokens + n, r.prompt_tokens * r.prompt_tokens, ctx)
+        t = p.step_s(r.prompt_tokens + n, r.prompt_tokens * r.prompt_tokens, ctx, n + 1)
         if not r.ttft_only and r.output_tokens > 1:
             t += p.decode_run_s(n + 1, ctx + r.prompt_tokens, r.output_tokens - 1)
         return t

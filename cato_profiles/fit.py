@@ -214,6 +214,7 @@ class StepFit:
     linear: LinearFit  # max(floor, a + b*T), fitted to the times less the other terms
     prefill_attn_s: float
     decode_ctx_s: float
+    per_seq_s: float  # per sequence given a token in the step (S)
     request_latency_s: float  # fixed part of a lone request's TTFT that no step accounts for
     floored_jointly: bool  # the joint fit that gave the other terms used a floor
 
@@ -237,13 +238,16 @@ def fit_step_times(
     tokens: np.ndarray,
     prefill_attn: np.ndarray,
     decode_ctx: np.ndarray,
+    seqs: np.ndarray,
     seconds: np.ndarray,
     lone: np.ndarray,
     *,
     floor_max_tokens: int = FLOOR_MAX_TOKENS,
     request_latency: bool = True,
+    per_seq: bool = True,
 ) -> StepFit:
-    """Fit the step model to measured times of steps with T tokens, A and C (cato_core/profile.py).
+    """Fit the step model to measured times of steps with T tokens, A, C and S sequences given
+    a token (cato_core/profile.py).
 
     ``lone`` marks rows that are a lone request's TTFT (one step plus the request latency, a
     constant); the others are step times seen between tokens. The attention terms and the
@@ -251,13 +255,15 @@ def fit_step_times(
     its coefficients once each row's side of the floor is fixed (T <= floor_max_tokens: the
     floor; above: the line), or without a floor if that fits better; the linear part is then
     fit_floored_linear of the times less those terms, so it follows the same rule as Vidur's
-    operator timings. ``request_latency=False`` fits the form without the latency (to compare).
+    operator timings. ``request_latency=False`` / ``per_seq=False`` fit the form without the
+    latency / the per-sequence term (to compare). S and T are equal on decode rows; the
+    prefill rows (S = 1) and mixed rows (S = n + 1, T = n + p) tell them apart.
     """
-    t, a, c, y = (np.asarray(v, float) for v in (tokens, prefill_attn, decode_ctx, seconds))
+    t, a, c, s, y = (np.asarray(v, float) for v in (tokens, prefill_attn, decode_ctx, seqs, seconds))
     ttft = np.asarray(lone, bool).astype(float)
     small = (t <= floor_max_tokens).astype(float)
-    extra = np.c_[a, c, ttft]
-    keep_extra = [bool(a.any()), bool(c.any()), request_latency and bool(ttft.any())]
+    extra = np.c_[a, c, ttft, s]
+    keep_extra = [bool(a.any()), bool(c.any()), request_latency and bool(ttft.any()), per_seq and bool(s.any())]
     floored = np.c_[small, 1 - small, (1 - small) * t, extra]
     plain = np.c_[np.ones_like(t), t, np.zeros_like(t), extra]
 
@@ -270,11 +276,11 @@ def fit_step_times(
         if coef[1] >= 0 and coef[2] > 0:
             candidates.append((floored, coef, True))
     _, coef, used_floor = min(candidates, key=lambda cand: rms(cand[0], cand[1]))
-    attn, ctx, latency = (float(v) for v in coef[3:])
-    linear_part = y - attn * a - ctx * c - latency * ttft
+    attn, ctx, latency, seq = (float(v) for v in coef[3:])
+    linear_part = y - attn * a - ctx * c - latency * ttft - seq * s
     ok = linear_part > 0  # a row the other terms over-explain says nothing of the linear part
     linear = fit_floored_linear(t[ok], linear_part[ok], floor_max_tokens)
-    return StepFit(linear, attn, ctx, latency, used_floor)
+    return StepFit(linear, attn, ctx, seq, latency, used_floor)
 
 
 @dataclass(frozen=True)
@@ -283,21 +289,24 @@ class MeasuredSteps:
 
     part: "prefill" (a lone request's TTFT: one step plus the request latency), "decode"
     (the steady inter-token gap of a batch) or "mixed" (the decoders' gap while a prompt is
-    prefilled with them); tokens, prefill_attn, decode_ctx: T, A and C of the step.
+    prefilled with them); tokens, prefill_attn, decode_ctx, seqs: T, A, C and S of the step.
     """
 
     part: list[str]
     tokens: list[int]
     prefill_attn: list[float]
     decode_ctx: list[float]
+    seqs: list[int]
     seconds: list[float]
 
     def arrays(self) -> tuple[np.ndarray, ...]:
+        """T, A, C, S, seconds and which rows are lone TTFTs: fit_step_times' arguments."""
         lone = np.array([p == "prefill" for p in self.part])
         return (
             np.array(self.tokens, float),
             np.array(self.prefill_attn, float),
             np.array(self.decode_ctx, float),
+            np.array(self.seqs, float),
             np.array(self.seconds, float),
             lone,
         )
@@ -309,9 +318,15 @@ def part_residuals(profile: DeviceProfile, steps: MeasuredSteps) -> dict[str, tu
     for part in dict.fromkeys(steps.part):
         rel = np.array(
             [
-                ((profile.prefill_s(t) if p == "prefill" else profile.step_s(t, a, c)) - y) / y
-                for p, t, a, c, y in zip(
-                    steps.part, steps.tokens, steps.prefill_attn, steps.decode_ctx, steps.seconds, strict=True
+                ((profile.prefill_s(t) if p == "prefill" else profile.step_s(t, a, c, n)) - y) / y
+                for p, t, a, c, n, y in zip(
+                    steps.part,
+                    steps.tokens,
+                    steps.prefill_attn,
+                    steps.decode_ctx,
+                    steps.seqs,
+                    steps.seconds,
+                    strict=True,
                 )
                 if p == part
             ]
@@ -338,10 +353,10 @@ def fit_measured_profile(
 ) -> DeviceProfile:
     """Profile from step times measured on the device (``cato-live profile``); ``basis``: the
     provenance lines saying where, when and how (backend, host, grid)."""
-    t, a, c, y, lone = steps.arrays()
+    t, a, c, s, y, lone = steps.arrays()
     if len(t) < 4 or (~lone).sum() < 2:
         raise InputError("measurements", "points", "at least 4, 2 of them steps between tokens")
-    fit = fit_step_times(t, a, c, y, lone, floor_max_tokens=floor_max_tokens)
+    fit = fit_step_times(t, a, c, s, y, lone, floor_max_tokens=floor_max_tokens)
     lin = fit.linear
     profile = DeviceProfile(
         name=name,
@@ -350,6 +365,7 @@ def fit_measured_profile(
         overhead_s=_sig(max(lin.overhead_s, 0.0)),
         per_token_s=_sig(max(lin.per_token_s, 0.0)),
         linear_floor_s=_sig(lin.floor_s),
+        per_seq_s=_sig(fit.per_seq_s),
         prefill_attn_s=_sig(fit.prefill_attn_s),
         decode_ctx_s=_sig(fit.decode_ctx_s),
         request_latency_s=_sig(fit.request_latency_s),
@@ -360,7 +376,8 @@ def fit_measured_profile(
     res = part_residuals(profile, steps)
     lines = [
         *basis,
-        "Fit (cato_profiles.fit.fit_step_times): attention terms and request latency by least squares "
+        "Fit (cato_profiles.fit.fit_step_times): attention terms, the per-sequence term and request "
+        "latency by least squares "
         "on relative error over all points"
         + (f", floor for T <= {floor_max_tokens}" if fit.floored_jointly else ", no floor")
         + "; linear part by fit_floored_linear of the times less those terms"
@@ -372,25 +389,38 @@ def fit_measured_profile(
         ),
         f"Residuals of the profile, (model - measured) / measured: {_residual_text(res)}.",
     ]
-    if fit.request_latency_s > 0:
-        without = fit_step_times(t, a, c, y, lone, floor_max_tokens=floor_max_tokens, request_latency=False)
-        bare = profile.model_copy(
-            update=dict(
-                overhead_s=max(without.linear.overhead_s, 0.0),
-                per_token_s=max(without.linear.per_token_s, 0.0),
-                linear_floor_s=without.linear.floor_s,
-                prefill_attn_s=without.prefill_attn_s,
-                decode_ctx_s=without.decode_ctx_s,
-                request_latency_s=0.0,
-            )
+
+    def without(**drop: bool) -> str:
+        other = fit_step_times(t, a, c, s, y, lone, floor_max_tokens=floor_max_tokens, **drop)
+        bare = profile.model_copy(update=_step_coefficients(other))
+        return _residual_text(part_residuals(bare, steps))
+
+    if fit.per_seq_s > 0:
+        lines.append(
+            f"per_seq_s: {fit.per_seq_s * 1e3:.3f} ms a sequence given a token in a step (sampling, output "
+            f"processing, streaming). The form without it fits: {without(per_seq=False)}."
         )
+    if fit.request_latency_s > 0:
         lines.append(
             f"request_latency_s: a lone request's TTFT less its prefill step, {fit.request_latency_s * 1e3:.2f} ms "
             f"(HTTP, input processing, detokenizing, streaming). The form without it fits: "
-            f"{_residual_text(part_residuals(bare, steps))}."
+            f"{without(request_latency=False)}."
         )
     lines.append(f"cold_start_s: {cold_start_basis}.")
     return profile.model_copy(update={"provenance": "\n".join(lines)})
+
+
+def _step_coefficients(fit: StepFit) -> dict[str, float]:
+    """A fit's step coefficients as DeviceProfile fields."""
+    return dict(
+        overhead_s=max(fit.linear.overhead_s, 0.0),
+        per_token_s=max(fit.linear.per_token_s, 0.0),
+        linear_floor_s=fit.linear.floor_s,
+        per_seq_s=fit.per_seq_s,
+        prefill_attn_s=fit.prefill_attn_s,
+        decode_ctx_s=fit.decode_ctx_s,
+        request_latency_s=fit.request_latency_s,
+    )
 
 
 def attention_coefficients(arch: ModelArch, spec: DeviceSpec, tensor_parallel: int = 1) -> tuple[float, float]:
@@ -622,13 +652,14 @@ def write_profile(profile: DeviceProfile, path: str | Path, generated_by: str = 
     header = (
         f"# Device profile {profile.name}: {profile.model} on {profile.device}"
         f"{' (ESTIMATE)' if profile.estimate else ''}.\n"
-        "# step_s = max(linear_floor_s, overhead_s + per_token_s*T) + prefill_attn_s*A "
-        "+ decode_ctx_s*C (cato_core/profile.py)"
+        "# step_s = max(linear_floor_s, overhead_s + per_token_s*T) "
+        + ("+ per_seq_s*S " if profile.per_seq_s else "")
+        + "+ prefill_attn_s*A + decode_ctx_s*C (cato_core/profile.py)"
         + (";\n# clients see each token request_latency_s later.\n" if profile.request_latency_s else ".\n")
         + f"# Generated by {generated_by}; regenerate rather than edit.\n"
     )
     # a field at its default of 0 is left out, so files written before it existed stay as they were
-    fields = profile.model_dump(exclude=set() if profile.request_latency_s else {"request_latency_s"})
+    fields = profile.model_dump(exclude={f for f in ("per_seq_s", "request_latency_s") if not getattr(profile, f)})
     body = yaml.dump(fields, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + body)

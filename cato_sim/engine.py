@@ -170,7 +170,7 @@ class Engine:
         n_dec = len(self._decoding)
         budget = self.max_batched - n_dec
         chunks: list[tuple[_Seq, int]] = []
-        tokens, attn = n_dec, 0.0
+        tokens, attn, seqs = n_dec, 0.0, n_dec  # seqs: sequences that get a token (the profile's S)
         for s in self._prefilling:
             left = s.prompt - s.done
             if self.chunked:
@@ -183,9 +183,11 @@ class Engine:
             budget -= chunk
             tokens += chunk
             attn += chunk * (2 * s.done + chunk)
+            if chunk == left:  # its last chunk: the prompt's first token comes out of this step
+                seqs += 1
         self._stretch = None
         self._begin_busy(self.env.now)
-        self._schedule(self.profile.step_s(tokens, attn, self._context), self._end_mixed, n_dec, chunks)
+        self._schedule(self.profile.step_s(tokens, attn, self._context, seqs), self._end_mixed, n_dec, chunks)
 
     def _end_mixed(self, n_dec: int, chunks: list[tuple[_Seq, int]]) -> None:
         now = self.env.now

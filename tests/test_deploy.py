@@ -35,7 +35,7 @@ def test_shipped_examples_load(path):
     assert d.provisioner.kind == path.stem.split("_")[0]
     assert d.host == "127.0.0.1"
     for m in d.models:
-        assert d.profile(m).step_s(1, 1, 0) > 0
+        assert d.profile(m).step_s(1, 1, 0, 1) > 0
 
 
 def test_examples_cover_every_provisioner_kind():

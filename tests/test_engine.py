@@ -61,10 +61,34 @@ def test_arrival_mid_decode_joins_at_next_step_boundary(tmp_path, profile_file):
     assert tasks.loc["a", "e2e_s"] == pytest.approx(0.289 + 3 * 0.011)
 
 
+def test_per_seq_cost_is_paid_by_every_sequence_that_gets_a_token(tmp_path, profile_file):
+    tasks, nodes = run(
+        tmp_path, profile_file, [("a", 0.0, "gen", 100, 11), ("b", 0.15, "gen", 100, 3)], profile={"per_seq_s": 0.002}
+    )
+    # a: prefill 0.11 + 2 ms (one sequence) = 0.112, then decode steps of 11 + 2 ms; b arrives
+    # at 0.15 during a's third step (0.138-0.151), joins at 0.151: a mixed step of 101 tokens
+    # where both a and b get a token, 0.111 + 2 x 2 ms = 0.115, ends at 0.266.
+    assert nodes.loc["b", "start_s"] == pytest.approx(0.151)
+    assert tasks.loc["b", "ttft_s"] == pytest.approx(0.266 - 0.15)
+    # Two decode steps of two sequences, 12 + 4 ms each, finish b; a has made 7 of its 11
+    # tokens (one a step from 0.112), 4 left at 13 ms.
+    assert tasks.loc["b", "e2e_s"] == pytest.approx(0.298 - 0.15)
+    assert tasks.loc["a", "e2e_s"] == pytest.approx(0.298 + 4 * 0.013)
+
+
 def test_chunked_prefill_splits_long_prompts(tmp_path, profile_file):
     tasks, _ = run(tmp_path, profile_file, [("a", 0.0, "gen", 300, 1)], model_over={"max_num_batched_tokens": 128})
     # 128 + 128 + 44 tokens in three steps.
     assert tasks.loc["a", "ttft_s"] == pytest.approx(3 * 0.01 + 0.3)
+    # only the last chunk gives the prompt its token: one per-sequence cost, not three
+    tasks, _ = run(
+        tmp_path,
+        profile_file,
+        [("a", 0.0, "gen", 300, 1)],
+        model_over={"max_num_batched_tokens": 128},
+        profile={"per_seq_s": 0.002},
+    )
+    assert tasks.loc["a", "ttft_s"] == pytest.approx(3 * 0.01 + 0.3 + 0.002)
 
 
 def test_max_num_seqs_queues_the_rest(tmp_path, profile_file):

@@ -35,7 +35,7 @@ def test_slowdown_scales_every_duration_and_nothing_else():
             assert getattr(s, name) == getattr(p, name)
     # a power of two scales floats exactly: every step takes exactly 4x as long
     for tokens, attn, ctx in [(1, 0, 100), (512, 512**2, 0), (300, 10_000, 5_000)]:
-        assert s.step_s(tokens, attn, ctx) == 4.0 * p.step_s(tokens, attn, ctx)
+        assert s.step_s(tokens, attn, ctx, 3) == 4.0 * p.step_s(tokens, attn, ctx, 3)
     assert slowed(p, 1.0) is p
     with pytest.raises(ValueError, match="> 0"):
         slowed(p, 0.0)

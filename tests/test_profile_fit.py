@@ -91,7 +91,7 @@ def test_shipped_a100_small_steps_match_vidur():
     prof = load_profile("codellama-7b_a100")
     t, y = read_vidur_mlp(A100_CSV, n_layers=32, d_model=4096)
     small = t <= 64
-    model = np.array([prof.step_s(int(n), 0, 0) for n in t])
+    model = np.array([prof.linear_s(int(n)) for n in t])
     rel = np.abs(model - y) / y
     assert rel[small].max() < 0.06
     assert np.sqrt(np.mean(rel**2)) < 0.06
@@ -209,6 +209,7 @@ TRUE = DeviceProfile(
     overhead_s=3e-3 - 64 * 2e-5,
     per_token_s=2e-5,
     linear_floor_s=3e-3,
+    per_seq_s=3e-4,
     prefill_attn_s=4e-9,
     decode_ctx_s=5e-8,
     request_latency_s=6e-3,
@@ -219,19 +220,20 @@ TRUE = DeviceProfile(
 
 def synthetic_steps(prof: DeviceProfile) -> MeasuredSteps:
     """The grid cato-live profile measures, timed by ``prof`` itself."""
-    part, t, a, c, y = [], [], [], [], []
+    part, t, a, c, s, y = [], [], [], [], [], []
     for p in (16, 64, 128, 256, 512, 1024, 1536):  # lone prompts: TTFT
-        part.append("prefill"), t.append(p), a.append(p * p), c.append(0.0), y.append(prof.prefill_s(p))
+        part.append("prefill"), t.append(p), a.append(p * p), c.append(0.0), s.append(1), y.append(prof.prefill_s(p))
     for n in (1, 2, 4, 8):  # decode batches
         for ctx in (16, 512, 1024):
             held = n * (ctx + 16.5)
-            part.append("decode"), t.append(n), a.append(0.0), c.append(held), y.append(prof.step_s(n, 0, held))
+            part.append("decode"), t.append(n), a.append(0.0), c.append(held), s.append(n)
+            y.append(prof.step_s(n, 0, held, n))
     for n in (1, 4, 7):  # a prompt prefilled with n decoders
         for p in (64, 256, 1024):
             held = n * 70.0
-            part.append("mixed"), t.append(n + p), a.append(p * p), c.append(held)
-            y.append(prof.step_s(n + p, p * p, held))
-    return MeasuredSteps(part, t, a, c, y)
+            part.append("mixed"), t.append(n + p), a.append(p * p), c.append(held), s.append(n + 1)
+            y.append(prof.step_s(n + p, p * p, held, n + 1))
+    return MeasuredSteps(part, t, a, c, s, y)
 
 
 def test_measured_fit_recovers_known_coefficients():
@@ -244,9 +246,12 @@ def test_measured_fit_recovers_known_coefficients():
         (fit.linear.per_token_s, TRUE.per_token_s),
         (fit.prefill_attn_s, TRUE.prefill_attn_s),
         (fit.decode_ctx_s, TRUE.decode_ctx_s),
+        (fit.per_seq_s, TRUE.per_seq_s),
         (fit.request_latency_s, TRUE.request_latency_s),
     ]:
         assert got == pytest.approx(want, rel=1e-9)
+    # a form without the per-sequence term cannot follow decode steps that grow 0.32 ms a sequence
+    assert fit_step_times(*steps.arrays(), per_seq=False).per_seq_s == 0.0
     # without a latency term the same data fit worse
     bare = fit_step_times(*steps.arrays(), request_latency=False)
     assert bare.request_latency_s == 0.0
@@ -264,18 +269,21 @@ def test_measured_profile_round_trips_and_reports_residuals(tmp_path):
         basis=["Measured on a test."],
     )
     assert not prof.estimate and prof.cold_start_s == 31.2
-    for f in ["overhead_s", "per_token_s", "linear_floor_s", "prefill_attn_s", "decode_ctx_s", "request_latency_s"]:
+    fields = ["overhead_s", "per_token_s", "linear_floor_s", "per_seq_s", "prefill_attn_s", "decode_ctx_s"]
+    for f in [*fields, "request_latency_s"]:
         assert getattr(prof, f) == pytest.approx(getattr(TRUE, f), rel=1e-5), f  # stored to 6 digits
     assert "prefill rms 0.0%" in prof.provenance and "mixed rms 0.0%" in prof.provenance
     assert "The form without it fits" in prof.provenance
     out = write_profile(prof, tmp_path / "p.yaml", generated_by="cato-live profile")
     assert load_profile(out) == prof
     assert "request_latency_s" in out.read_text() and "cato-live profile" in out.read_text()
+    assert "per_seq_s: 0.0003" in out.read_text() and "+ per_seq_s*S" in out.read_text()
+    assert "per_seq_s: 0.300 ms a sequence" in prof.provenance
 
 
 def test_profiles_without_request_latency_are_written_as_before(tmp_path):
     base = load_profile("codellama-7b_a100")
     assert base.request_latency_s == 0.0
     text = write_profile(base, tmp_path / "a.yaml").read_text()
-    assert "request_latency_s" not in text
+    assert "request_latency_s" not in text and "per_seq_s" not in text
     assert text == (ROOT / "cato_profiles/codellama-7b_a100.yaml").read_text()

@@ -106,10 +106,10 @@ def test_profiler_measures_in_rounds_reversed_every_other_round():
     one_round = ["p16", "p64", "d1,16"] + ["m1,64"] * 4  # a spoiled sample is tried RETRIES times
     assert prof.calls == one_round + one_round[::-1] + one_round
     # the never-clean mixed point is left out, with why; the others are medians of 3 samples
-    assert [(p.part, p.label, p.seconds) for p in points] == [
-        ("prefill", "p=16", 0.016),
-        ("prefill", "p=64", 0.064),
-        ("decode", "n=1 c=16", 0.001),
+    assert [(p.part, p.label, p.seconds, p.seqs) for p in points] == [
+        ("prefill", "p=16", 0.016, 1),
+        ("prefill", "p=64", 0.064, 1),
+        ("decode", "n=1 c=16", 0.001, 1),
     ]
     assert prof.skipped == ["no clean mixed step seen for n=1 p=64 in 12 tries (a busy machine?)"]
     # C of the decode point: the median of its samples' C (calls 3, 12 and 17, times 10)

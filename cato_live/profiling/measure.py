@@ -50,12 +50,13 @@ class Arrivals:
 
 @dataclass(frozen=True)
 class Point:
-    """One measured step time: T, A, C of the step and its median seconds over the repeats."""
+    """One measured step time: T, A, C and S of the step and its median seconds over the rounds."""
 
     part: str  # "prefill" (a lone TTFT), "decode" or "mixed"
     tokens: int
     prefill_attn: float
     decode_ctx: float
+    seqs: int  # sequences the step gives a token
     seconds: float
     label: str  # what was run, for the provenance
 
@@ -364,11 +365,11 @@ class Profiler:
             seconds = statistics.median(s for s, _ in samples[i])
             ctx = float(statistics.median(c for _, c in samples[i]))
             if part == "prefill":
-                points.append(Point(part, a, float(a * a), 0.0, seconds, label))
+                points.append(Point(part, a, float(a * a), 0.0, 1, seconds, label))
             elif part == "decode":
-                points.append(Point(part, a, 0.0, ctx, seconds, label))
-            else:
-                points.append(Point(part, a + b, float(b * b), ctx, seconds, label))
+                points.append(Point(part, a, 0.0, ctx, a, seconds, label))
+            else:  # n decoders and the prompt, whose first token ends the step
+                points.append(Point(part, a + b, float(b * b), ctx, a + 1, seconds, label))
         if len(points) < len(jobs) / 2:
             raise MeasureError(
                 f"{len(jobs) - len(points)} of {len(jobs)} points could not be timed; first: {self.skipped[0]}"

@@ -78,7 +78,7 @@ def test_profile_writes_a_measured_loadable_profile(vllm_python, tiny_model_dir,
     )
     assert all(math.isfinite(getattr(prof, f)) and getattr(prof, f) >= 0 for f in coefficients)
     # every step costs something; a lone TTFT carries the API path's latency on top
-    assert prof.step_s(1, 0, 0) > 0 and prof.request_latency_s > 0
+    assert prof.step_s(1, 0, 0, 1) > 0 and prof.request_latency_s > 0
     # long prompts cost more than short ones: per token or attention
     assert prof.per_token_s > 0 or prof.prefill_attn_s > 0
     assert prof.prefill_s(1024) > prof.prefill_s(16)
