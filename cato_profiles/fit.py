@@ -15,8 +15,9 @@ KV capacity = (HBM * gpu_memory_utilization - weight bytes) / KV bytes per token
 Regenerate the shipped profiles with ``cato-sim profile build-shipped``.
 
 Profiles measured on a device (``cato-live profile``) are fitted by fit_measured_profile
-(fit_step_times): the same model plus the API path's per-request latency, from step times
-seen through the serving API.
+(fit_step_times): the same model plus the cost per sequence given a token (per_seq_s) and
+the API path's per-request latency, from step times seen through the serving API. Operator
+timings carry neither, so the Vidur-derived profiles leave both at 0.
 """
 
 from __future__ import annotations
