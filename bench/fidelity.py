@@ -5,7 +5,10 @@ experiments/deploy/process_cpu.yaml), --replicas of them (default 1), each on a 
 own from core 0. Calibrate, then validate: first `cato-live profile` measures the replica
 (DIR/profile.yaml; --profile FILE uses a given one instead), because this shared machine's
 speed drifts by tens of percent between sessions and a profile measured hours earlier
-would fold that drift into the simulator's error. Then the replicas' capacity is measured live:
+would fold that drift into the simulator's error. --profile-each measures one before every
+validate instead (about a minute each): on this VM the speed also swings within a session,
+by up to 2x between consecutive minutes, and a row's profile then comes from the minute
+before its own live runs. Then the replicas' capacity is measured live:
 a burst of --burst tasks of the four-type mix, all arriving at once, replayed through the
 gateway; capacity = tasks / makespan. Then, for each router (cato, round_robin) and each
 load (0.3, 0.6, 0.9 of that capacity): a Poisson mix of the four task types for --seconds,
@@ -49,11 +52,20 @@ from live_bench import ROOT, azure_trace, cato_live, deploy_file, gateway_proces
 KEYS = ("ttft_p50", "ttft_p95", "e2e_p50", "e2e_p95")
 
 
+def measure_profile(args, folder: Path) -> str:
+    """`cato-live profile` of the DEPLOY's first model into folder/profile.yaml."""
+    model = next(iter(yaml.safe_load(Path(args.deploy).read_text())["models"]))
+    path = folder / "profile.yaml"
+    cato_live("profile", deploy_file(args, folder, "cato", router="cato"), "--model", model, "--out", path)
+    return str(path)
+
+
 def validate(name: str, trace: pa.Table, router: str, args, out: Path) -> dict:
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(trace, folder / "trace.parquet")
-    extra = ["--profile", args.profile] if args.profile else []
+    profile = measure_profile(args, folder) if args.profile_each else args.profile
+    extra = ["--profile", profile] if profile else []
     repeat = ["--repeat-live"] if args.repeat_live else []
     deploy = deploy_file(args, folder, router, router=router)
     command = ["validate", folder / "trace.parquet", "--deploy", deploy, "--out", folder / "out", *extra, *repeat]
@@ -86,6 +98,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--deploy", default=str(ROOT / "experiments/deploy/process_cpu.yaml"))
     ap.add_argument("--profile", help="a profile to use (default: measure one first, DIR/profile.yaml)")
+    ap.add_argument(
+        "--profile-each", action="store_true", help="measure a profile before every validate (DIR/<run>/profile.yaml)"
+    )
     ap.add_argument("--loads", default="0.3,0.6,0.9", help="fractions of the measured capacity")
     ap.add_argument("--routers", default="cato,round_robin")
     ap.add_argument("--seconds", type=float, default=60.0, help="length of each Poisson trace")
@@ -112,14 +127,12 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    if args.profile is None:
-        model = next(iter(yaml.safe_load(Path(args.deploy).read_text())["models"]))
-        args.profile = str(out / "profile.yaml")
-        cato_live("profile", deploy_file(args, out, "cato", router="cato"), "--model", model, "--out", args.profile)
+    if args.profile is None and not args.profile_each:
+        args.profile = measure_profile(args, out)
     capacity = measure_capacity(args, out)
     print(f"capacity: {capacity:.2f} tasks/s ({args.burst}-task burst of the mix)", flush=True)
     lines = [
-        f"capacity {capacity:.2f} tasks/s; profile {args.profile}; "
+        f"capacity {capacity:.2f} tasks/s; profile {'measured before each run' if args.profile_each else args.profile}; "
         f"prompts <= {args.max_prompt}, outputs <= {args.max_output} tokens",
         "",
         "| trace | router | load | tasks | TTFT P50 | TTFT P95 | E2E P50 | E2E P95 | Goodput err "
