@@ -3,13 +3,13 @@
 Real vLLM (CPU build, the tiny local model) replicas from a DEPLOY file (default
 experiments/deploy/process_cpu.yaml), --replicas of them (default 1), each on a core of its
 own from core 0. Calibrate, then validate: first `cato-live profile` measures the replica
-(DIR/profile.yaml; --profile FILE uses a given one instead), because this shared machine's
-speed drifts by tens of percent between sessions and a profile measured hours earlier
-would fold that drift into the simulator's error. --profile-each measures one before every
-validate instead (about a minute each): on this VM the speed also swings within a session,
-by up to 2x between consecutive minutes, and a row's profile then comes from the minute
-before its own live runs. Then the replicas' capacity is measured live:
-a burst of --burst tasks of the four-type mix, all arriving at once, replayed through the
+(--profile FILE uses a given one instead), because this shared machine's speed drifts by
+tens of percent between sessions and a profile measured hours earlier would fold that drift
+into the simulator's error. By default one is measured before every validate
+(DIR/<run>/profile.yaml, about a minute each; --no-profile-each: once, DIR/profile.yaml):
+the speed also swings within a session, by up to 2x between consecutive minutes, so each
+row's profile comes from the minute before its own live runs. Then the replicas' capacity
+is measured live: a burst of --burst tasks of the four-type mix, all arriving at once, replayed through the
 gateway; capacity = tasks / makespan. Then, for each router (cato, round_robin) and each
 load (0.3, 0.6, 0.9 of that capacity): a Poisson mix of the four task types for --seconds,
 validated (`cato-live validate --repeat-live`: simulated, replayed live twice); and the
@@ -99,7 +99,10 @@ def main() -> None:
     ap.add_argument("--deploy", default=str(ROOT / "experiments/deploy/process_cpu.yaml"))
     ap.add_argument("--profile", help="a profile to use (default: measure one first, DIR/profile.yaml)")
     ap.add_argument(
-        "--profile-each", action="store_true", help="measure a profile before every validate (DIR/<run>/profile.yaml)"
+        "--profile-each",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="without --profile: measure one before every validate (DIR/<run>/profile.yaml), not once at the start",
     )
     ap.add_argument("--loads", default="0.3,0.6,0.9", help="fractions of the measured capacity")
     ap.add_argument("--routers", default="cato,round_robin")
@@ -127,6 +130,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
+    args.profile_each = args.profile_each and args.profile is None
     if args.profile is None and not args.profile_each:
         args.profile = measure_profile(args, out)
     capacity = measure_capacity(args, out)
