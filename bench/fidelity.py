@@ -9,8 +9,8 @@ into the simulator's error. By default one is measured before every validate
 (DIR/<run>/profile.yaml, about a minute each; --no-profile-each: once, DIR/profile.yaml):
 the speed also swings within a session, by up to 2x between consecutive minutes, so each
 row's profile comes from the minute before its own live runs. Then the replicas' capacity
-is measured live: a burst of --burst tasks of the four-type mix, all arriving at once, replayed through the
-gateway; capacity = tasks / makespan. Then, for each router (cato, round_robin) and each
+is measured live: a burst of --burst tasks of the four-type mix, all arriving at once,
+replayed through the gateway; capacity = tasks / makespan. Then, for each router (cato, round_robin) and each
 load (0.3, 0.6, 0.9 of that capacity): a Poisson mix of the four task types for --seconds,
 validated (`cato-live validate --repeat-live`: simulated, replayed live twice); and the
 Azure code trace (traces/azure_code.parquet, its first --azure-tasks tasks) time-scaled to
