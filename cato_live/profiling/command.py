@@ -216,7 +216,8 @@ async def _run(provisioner, *, deploy, d, model, out, target, name, device, repe
     write_profile(prof, out, generated_by="cato-live profile")
     console.print(
         f"wrote {out}: floor {prof.linear_floor_s * 1e3:.3f} ms, overhead {prof.overhead_s * 1e3:.3f} ms, "
-        f"per token {prof.per_token_s * 1e6:.3f} us, per sequence {prof.per_seq_s * 1e3:.3f} ms, prefill_attn {prof.prefill_attn_s:.3g} s, "
+        f"per token {prof.per_token_s * 1e6:.3f} us, per sequence {prof.per_seq_s * 1e3:.3f} ms, "
+        f"prefill_attn {prof.prefill_attn_s:.3g} s, "
         f"decode_ctx {prof.decode_ctx_s:.3g} s, request latency {prof.request_latency_s * 1e3:.2f} ms, "
         f"cold start {prof.cold_start_s:.1f} s ({time.perf_counter() - t0:.0f} s)",
         markup=False,

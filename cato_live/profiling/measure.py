@@ -321,23 +321,20 @@ class Profiler:
                 held.append(g.mixed_context + sum(a.tokens[:i]))
         return (statistics.median(step), statistics.median(held) * n) if step else None
 
-    def _jobs(self) -> list[tuple[str, tuple[int, int], str]]:
-        """(part, shape, label) of every grid point, in the grid's order."""
+    def _jobs(self) -> list[tuple[str, Callable, tuple[int, ...], str]]:
+        """(part, sampler, its arguments, label) of every grid point, in the grid's order."""
         g = self.grid
-        jobs = [("prefill", (p, 0), f"p={p}") for p in g.prefill_tokens]
-        jobs += [("decode", (n, c), f"n={n} c={c}") for n in g.decode_seqs for c in g.decode_contexts]
-        jobs += [("mixed", (n, p), f"n={n} p={p}") for n in g.mixed_seqs for p in g.mixed_prefill]
+        jobs = [("prefill", self.prefill, (p,), f"p={p}") for p in g.prefill_tokens]
+        jobs += [("decode", self.decode, (n, c), f"n={n} c={c}") for n in g.decode_seqs for c in g.decode_contexts]
+        jobs += [("mixed", self.mixed, (n, p), f"n={n} p={p}") for n in g.mixed_seqs for p in g.mixed_prefill]
         return jobs
 
-    async def _sample(self, part: str, shape: tuple[int, int]) -> tuple[float, float] | None:
+    async def _sample(self, sampler: Callable, args: tuple[int, ...]) -> tuple[float, float] | None:
         """One clean sample of a point, trying again (up to RETRIES) when stalls spoil it."""
         if self.shared:
             await self.client.wait_idle()
         for _ in range(RETRIES):
-            if part == "prefill":
-                return await self.prefill(shape[0])
-            got = await (self.decode if part == "decode" else self.mixed)(*shape)
-            if got is not None:
+            if (got := await sampler(*args)) is not None:
                 return got
         return None
 
@@ -345,31 +342,33 @@ class Profiler:
         """Warm up, then measure every point of the grid, ``repeats`` rounds."""
         await self.warm_up()
         jobs = self._jobs()
-        samples: dict[int, list[tuple[float, float]]] = {i: [] for i in range(len(jobs))}
+        samples: list[list[tuple[float, float]]] = [[] for _ in jobs]
         for r in range(self.grid.repeats):
-            order = range(len(jobs)) if r % 2 == 0 else range(len(jobs) - 1, -1, -1)
-            for i in order:
-                part, shape, label = jobs[i]
-                got = await self._sample(part, shape)
+            for i in range(len(jobs)) if r % 2 == 0 else range(len(jobs) - 1, -1, -1):
+                part, sampler, args, label = jobs[i]
+                got = await self._sample(sampler, args)
                 if got is not None:
                     samples[i].append(got)
                 self.tick(f"{part} {label}" if got is not None else f"{part} {label}: spoiled")
         points = []
-        for i, (part, (a, b), label) in enumerate(jobs):
-            if not samples[i]:
+        for (part, _, args, label), got in zip(jobs, samples, strict=True):
+            if not got:
                 what = "steady decode steps" if part == "decode" else "clean mixed step"
                 self.skipped.append(
                     f"no {what} seen for {label} in {self.grid.repeats * RETRIES} tries (a busy machine?)"
                 )
                 continue
-            seconds = statistics.median(s for s, _ in samples[i])
-            ctx = float(statistics.median(c for _, c in samples[i]))
+            seconds = statistics.median(s for s, _ in got)
+            ctx = float(statistics.median(c for _, c in got))
             if part == "prefill":
-                points.append(Point(part, a, float(a * a), 0.0, 1, seconds, label))
+                (p,) = args
+                points.append(Point(part, p, float(p * p), 0.0, 1, seconds, label))
             elif part == "decode":
-                points.append(Point(part, a, 0.0, ctx, a, seconds, label))
+                n, _ = args
+                points.append(Point(part, n, 0.0, ctx, n, seconds, label))
             else:  # n decoders and the prompt, whose first token ends the step
-                points.append(Point(part, a + b, float(b * b), ctx, a + 1, seconds, label))
+                n, p = args
+                points.append(Point(part, n + p, float(p * p), ctx, n + 1, seconds, label))
         if len(points) < len(jobs) / 2:
             raise MeasureError(
                 f"{len(jobs) - len(points)} of {len(jobs)} points could not be timed; first: {self.skipped[0]}"
