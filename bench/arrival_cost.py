@@ -12,8 +12,9 @@ arrival cost:
 
     extra per arrival = (step with arrivals - step without) x steps in the window / arrivals in it
 
-next to what the profile's model charges for one: step_s(n + p, p^2, C, n + 1) - step_s(n, 0,
-C, n). Rates alternate in order by round, so the machine's slow spells hit each alike;
+next to what the profile's model charges for one: the mixed step, step_s(n + p, p^2, C, n + 1)
+- step_s(n, 0, C, n), plus frontend_cpu_s, which `cato-live profile` fits from one such rate
+(cato_live/profiling/grid.py). Rates alternate in order by round, so the machine's slow spells hit each alike;
 medians over --rounds. Figures, not asserts.
 
 One vLLM replica from the DEPLOY's provisioner, pinned to core 0 (or --target URL); this
@@ -38,23 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cato_core.profile import DeviceProfile, load_profile  # noqa: E402
-from cato_live.profiling.measure import Client, steady_step  # noqa: E402
+from cato_live.profiling.measure import Client, extra_per_arrival, steady_step  # noqa: E402
+from cato_profiles.fit import modelled_arrival_s  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from live_bench import TINY_MODEL, VLLM_PYTHON  # noqa: E402
 
 DECODER_PROMPT = 64  # tokens of each decoder's prompt
-
-
-def extra_per_arrival(step_s: float, base_s: float, steps: float, arrivals: float) -> float | None:
-    """Engine seconds one arrival cost the decoders: the window's growth over the arrivals in it."""
-    return (step_s - base_s) * steps / arrivals if arrivals else None
-
-
-def modelled_per_arrival(profile: DeviceProfile, decoders: int, prompt: int, context: float) -> float:
-    """What the step model charges one arriving prompt: a mixed step in place of a decode step."""
-    mixed = profile.step_s(decoders + prompt, prompt * prompt, context, decoders + 1)
-    return mixed - profile.step_s(decoders, 0, context, decoders)
 
 
 async def one_window(client: Client, decoders: int, decode_tokens: int, rate: float, prompt: int, rng) -> tuple:
@@ -99,7 +90,7 @@ async def measure(url: str, model: str, args, profile: DeviceProfile) -> None:
 
     base = statistics.median(w[0] for w in got[0.0])
     context = statistics.median(w[3] for w in got[0.0])
-    model_s = modelled_per_arrival(profile, args.decoders, args.prompt, context)
+    model_s = modelled_arrival_s(profile, args.decoders, args.prompt, context) + profile.frontend_cpu_s
     print(
         f"{args.decoders} decoders (prompt {DECODER_PROMPT}, {args.decode_tokens} tokens each); arrivals of "
         f"{args.prompt}-token prompts, 1 output token; {args.rounds} rounds, medians; profile {profile.name}"
@@ -110,7 +101,7 @@ async def measure(url: str, model: str, args, profile: DeviceProfile) -> None:
         step = statistics.median(w[0] for w in got[rate])
         steps = statistics.median(w[1] for w in got[rate])
         inside = statistics.median(w[2] for w in got[rate])
-        extra = extra_per_arrival(step, base, steps, inside)
+        extra = extra_per_arrival(step, base, steps, inside) if inside else None
         cells = (
             ["-", "-", "-"]
             if extra is None

@@ -28,6 +28,14 @@ measured as the part of a lone request's TTFT that no step accounts for (cato-li
 The simulator adds it to the first token and to the end of each request; 0 (the default,
 and every Vidur-derived profile) means clients see the engine's own times.
 
+On vLLM's CPU build the API server runs on the engine's own core. Its work for a new request
+(reading and checking the body, handing it to the engine) overlaps nothing when the engine
+is idle, and is then inside request_latency_s; when the engine is busy, the two share the
+core: the engine loses that CPU time and the request reaches it that much later.
+frontend_cpu_s is that time per request: the simulator charges it to a busy engine before
+its next step (cato_sim/engine.py). 0 (the default, and every GPU profile, whose front end
+has CPU cores of its own) means none.
+
 In a run of decode-only steps the batch size n, hence the linear part max(floor, a + b*n)
 and the per-sequence part per_seq_s * n, is constant; only the context grows (by n a step),
 so run times stay closed-form.
@@ -63,6 +71,8 @@ class DeviceProfile(BaseModel):
     decode_ctx_s: float = Field(ge=0)
     # per request, between the engine and the client (see the module docstring); 0 = none
     request_latency_s: float = Field(default=0.0, ge=0)
+    # per request arriving at a busy engine, on its core (see the module docstring); 0 = none
+    frontend_cpu_s: float = Field(default=0.0, ge=0)
     kv_capacity_tokens: int = Field(gt=0)
     cold_start_s: float = Field(ge=0)
     estimate: bool = False  # True until a measurement on the device replaces it

@@ -289,8 +289,10 @@ class MeasuredSteps:
     """Measured step times (cato-live profile): one row per grid point, medians of repeats.
 
     part: "prefill" (a lone request's TTFT: one step plus the request latency), "decode"
-    (the steady inter-token gap of a batch) or "mixed" (the decoders' gap while a prompt is
-    prefilled with them); tokens, prefill_attn, decode_ctx, seqs: T, A, C and S of the step.
+    (the steady inter-token gap of a batch), "mixed" (the decoders' gap while a prompt is
+    prefilled with them) or "arrival" (the engine time one arriving prompt cost a decoding
+    batch; not a step: it gives frontend_cpu_s); tokens, prefill_attn, decode_ctx, seqs: T, A,
+    C and S of the step (for "arrival", of the mixed step the prompt brings).
     """
 
     part: list[str]
@@ -301,14 +303,19 @@ class MeasuredSteps:
     seconds: list[float]
 
     def arrays(self) -> tuple[np.ndarray, ...]:
-        """T, A, C, S, seconds and which rows are lone TTFTs: fit_step_times' arguments."""
-        lone = np.array([p == "prefill" for p in self.part])
+        """T, A, C, S, seconds and which rows are lone TTFTs, of the step rows: fit_step_times' arguments."""
+        rows = [i for i, p in enumerate(self.part) if p != "arrival"]
+
+        def column(values: list) -> np.ndarray:
+            return np.array([values[i] for i in rows], float)
+
+        lone = np.array([self.part[i] == "prefill" for i in rows])
         return (
-            np.array(self.tokens, float),
-            np.array(self.prefill_attn, float),
-            np.array(self.decode_ctx, float),
-            np.array(self.seqs, float),
-            np.array(self.seconds, float),
+            column(self.tokens),
+            column(self.prefill_attn),
+            column(self.decode_ctx),
+            column(self.seqs),
+            column(self.seconds),
             lone,
         )
 
@@ -316,7 +323,7 @@ class MeasuredSteps:
 def part_residuals(profile: DeviceProfile, steps: MeasuredSteps) -> dict[str, tuple[float, float, int]]:
     """Per part: (rms, max) of (model - measured) / measured, and the number of points."""
     out = {}
-    for part in dict.fromkeys(steps.part):
+    for part in dict.fromkeys(p for p in steps.part if p != "arrival"):
         rel = np.array(
             [
                 ((profile.prefill_s(t) if p == "prefill" else profile.step_s(t, a, c, n)) - y) / y
@@ -334,6 +341,29 @@ def part_residuals(profile: DeviceProfile, steps: MeasuredSteps) -> dict[str, tu
         )
         out[part] = (float(np.sqrt(np.mean(rel**2))), float(np.abs(rel).max()), len(rel))
     return out
+
+
+def modelled_arrival_s(profile: DeviceProfile, decoders: int, prompt: int, context: float) -> float:
+    """Engine time the step model charges one prompt arriving beside ``decoders`` decoding
+    sequences holding ``context`` tokens: a mixed step in place of a decode step."""
+    mixed = profile.step_s(decoders + prompt, prompt * prompt, context, decoders + 1)
+    return mixed - profile.step_s(decoders, 0, context, decoders)
+
+
+def fit_frontend_cpu(profile: DeviceProfile, steps: MeasuredSteps) -> tuple[float, float, float] | None:
+    """frontend_cpu_s from the "arrival" rows: what an arrival cost beyond the mixed step the
+    fitted step model charges for it (0 if nothing). (frontend_cpu_s, measured s, mixed-step s),
+    medians over the rows; None: no arrival rows."""
+    rows = [
+        (y, modelled_arrival_s(profile, s - 1, t - (s - 1), c))
+        for part, t, c, s, y in zip(steps.part, steps.tokens, steps.decode_ctx, steps.seqs, steps.seconds, strict=True)
+        if part == "arrival"
+    ]
+    if not rows:
+        return None
+    measured = float(np.median([y for y, _ in rows]))
+    mixed = float(np.median([m for _, m in rows]))
+    return max(measured - mixed, 0.0), measured, mixed
 
 
 def _residual_text(res: dict[str, tuple[float, float, int]]) -> str:
@@ -394,6 +424,14 @@ def fit_measured_profile(
         lines.append(
             f"per_seq_s: {fit.per_seq_s * 1e3:.3f} ms a sequence given a token in a step (sampling, output "
             f"processing, streaming). The form without it fits: {without(per_seq=False)}."
+        )
+    if (front := fit_frontend_cpu(profile, steps)) is not None:
+        frontend_cpu_s, measured, mixed = front
+        profile = profile.model_copy(update={"frontend_cpu_s": _sig(frontend_cpu_s)})
+        lines.append(
+            f"frontend_cpu_s: an arriving prompt cost the decoding batch {measured * 1e3:.2f} ms of engine time, "
+            f"its mixed step {mixed * 1e3:.2f} ms of it; the rest, {frontend_cpu_s * 1e3:.2f} ms, is the API "
+            "server's work on the engine's core, which a busy engine pays before its next step."
         )
     if fit.request_latency_s > 0:
         lines.append(
@@ -650,11 +688,15 @@ def write_profile(profile: DeviceProfile, path: str | Path, generated_by: str = 
         "# step_s = max(linear_floor_s, overhead_s + per_token_s*T) "
         + ("+ per_seq_s*S " if profile.per_seq_s else "")
         + "+ prefill_attn_s*A + decode_ctx_s*C (cato_core/profile.py)"
-        + (";\n# clients see each token request_latency_s later.\n" if profile.request_latency_s else ".\n")
+        + (";\n# clients see each token request_latency_s later" if profile.request_latency_s else "")
+        + (";\n# a request reaching a busy engine costs it frontend_cpu_s" if profile.frontend_cpu_s else "")
+        + ".\n"
         + f"# Generated by {generated_by}; regenerate rather than edit.\n"
     )
     # a field at its default of 0 is left out, so files written before it existed stay as they were
-    fields = profile.model_dump(exclude={f for f in ("per_seq_s", "request_latency_s") if not getattr(profile, f)})
+    fields = profile.model_dump(
+        exclude={f for f in ("per_seq_s", "request_latency_s", "frontend_cpu_s") if not getattr(profile, f)}
+    )
     body = yaml.dump(fields, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + body)

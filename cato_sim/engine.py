@@ -12,6 +12,10 @@ next sequence finishes (closed-form time, see DeviceProfile.decode_run_s), so ev
 request do not grow with output length. A request queued mid-run cuts that stretch at the
 next step boundary, as vLLM admits new requests between steps. Per-sequence progress is
 kept against a global step counter, so a stretch costs O(log n), not O(n).
+
+A request that reaches a busy engine costs it the profile's frontend_cpu_s (the API server's
+work on the engine's core, cato_core/profile.py): the engine runs that debt before its next
+step, so the running batch pauses and the request joins after it.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ class Engine:
         self._context = 0  # tokens held by decoding sequences (prompt + generated)
         self._version = 0  # bumps to void a scheduled step end that was rescheduled
         self._in_step = False
+        self._frontend_debt = 0.0  # API-server CPU owed by requests that arrived while busy
         self._stretch: tuple[float, int, int, int] | None = None  # (start, seqs, context, steps)
         self._busy_since: float | None = None
         self.busy_s = 0.0
@@ -80,7 +85,9 @@ class Engine:
             # Start at the end of this instant, so requests arriving together share a step.
             self._in_step = True
             self._schedule(0.0, self._next_step)
-        elif self._stretch is not None and self._can_admit():
+            return
+        self._frontend_debt += self.profile.frontend_cpu_s
+        if self._stretch is not None and (self._can_admit() or self._frontend_debt):
             self._cut_stretch()
 
     def abort(self, now: float, why: str) -> None:
@@ -89,7 +96,7 @@ class Engine:
         seqs = [*self._prefilling, *(s for _, _, s in self._decoding)]
         self._prefilling.clear()
         self._decoding.clear()
-        self._stretch, self._context, self._in_step = None, 0, False
+        self._stretch, self._context, self._in_step, self._frontend_debt = None, 0, False, 0.0
         if self._busy_since is not None:
             self.busy_s += now - self._busy_since
             self._busy_since = None
@@ -144,6 +151,11 @@ class Engine:
 
     def _next_step(self) -> None:
         now = self.env.now
+        if self._frontend_debt:  # the API server's share of the core, before the next step
+            debt, self._frontend_debt = self._frontend_debt, 0.0
+            self._stretch = None
+            self._schedule(debt, self._next_step)
+            return
         self._admit(now)
         if self._prefilling:
             self._mixed_step()

@@ -76,6 +76,24 @@ def test_per_seq_cost_is_paid_by_every_sequence_that_gets_a_token(tmp_path, prof
     assert tasks.loc["a", "e2e_s"] == pytest.approx(0.298 + 4 * 0.013)
 
 
+def test_a_request_reaching_a_busy_engine_costs_it_the_front_end_time(tmp_path, profile_file):
+    tasks, nodes = run(
+        tmp_path,
+        profile_file,
+        [("a", 0.0, "gen", 100, 11), ("b", 0.15, "gen", 100, 3)],
+        profile={"frontend_cpu_s": 0.005},
+    )
+    # a reaches an idle engine: nothing to share, its prefill is the profile's (0.11 s)
+    assert tasks.loc["a", "ttft_s"] == pytest.approx(0.11)
+    # b arrives at 0.15 during a's step that ends at 0.154; the engine then runs b's 5 ms of
+    # front end, admits b at 0.159 and runs the mixed step (0.111 s) to 0.270
+    assert nodes.loc["b", "start_s"] == pytest.approx(0.159)
+    assert tasks.loc["b", "ttft_s"] == pytest.approx(0.270 - 0.15)
+    # two decode steps of two sequences finish b at 0.294; a, 8 of 11 tokens made, has 3 left
+    assert tasks.loc["b", "e2e_s"] == pytest.approx(0.294 - 0.15)
+    assert tasks.loc["a", "e2e_s"] == pytest.approx(0.294 + 3 * 0.011)
+
+
 def test_chunked_prefill_splits_long_prompts(tmp_path, profile_file):
     tasks, _ = run(tmp_path, profile_file, [("a", 0.0, "gen", 300, 1)], model_over={"max_num_batched_tokens": 128})
     # 128 + 128 + 44 tokens in three steps.

@@ -6,7 +6,7 @@ import pytest
 
 from cato_live.profiling.backend import vllm_samples
 from cato_live.profiling.grid import batch_sizes, design_grid
-from cato_live.profiling.measure import Arrivals, Profiler, clean_gaps, steady_step
+from cato_live.profiling.measure import Arrivals, Profiler, arrival_excess, clean_gaps, steady_step
 
 
 def stream(times_ms: list[float], tokens: list[int] | None = None) -> Arrivals:
@@ -20,7 +20,11 @@ def test_grid_spans_batch_sizes_and_fits_the_model_length():
     assert max(g.prefill_tokens) + 2 <= 2048 and max(g.decode_contexts) + g.decode_tokens <= 2048
     small = design_grid(1, 600)
     assert small.mixed_seqs == () and max(small.prefill_tokens) <= 598
-    assert "5 rounds over the grid" in g.describe() and g.points == 7 + 4 * 3 + 3 * 3
+    assert "5 rounds over the grid" in g.describe() and g.points == 7 + 4 * 3 + 3 * 3 + 1
+    # the arrival part: prompts at 10/s beside the middle mixed batch
+    assert (g.arrival_seqs, g.arrival_prompt, g.arrival_rate) == (4, 64, 10.0)
+    assert "arrival: 64-token prompts at 10/s beside 4 decoding (256 tokens)" in g.describe()
+    assert small.arrival_seqs == 0 and "arrival" not in small.describe()
 
 
 def test_bunched_arrivals_are_left_out():
@@ -44,6 +48,22 @@ def test_steady_step_counts_a_stall_and_the_tokens_a_bunch_carries():
     a = stream([0, 2, 4, 6, 16, 18, 20, 22], tokens=[1, 1, 1, 1, 1, 2, 2, 1])
     per_step, _ = steady_step([a])
     assert per_step == pytest.approx(22e-3 / 9)
+
+
+def test_an_arrivals_excess_is_the_time_it_added_to_the_decoders_steps():
+    # 2 ms steps; an arrival sent at 10.5 ms stretches the step to 13 ms and brings a mixed
+    # step that ends with its first token at 17 ms; steady again from there
+    a = stream([0, 2, 4, 6, 8, 10, 13, 17, 19, 21, 23, 25, 27, 29, 31])
+    # from the chunk at 10 ms to the third after 17 ms (23 ms): 13 ms for 5 steps of 2 ms
+    assert arrival_excess(a, [(0.0105, 0.017)]) == pytest.approx([0.003])
+    # an arrival whose stretch overlaps another's is left out, both of them; so is one too
+    # near the end for three steps after its first token, and one sent before the stream
+    assert arrival_excess(a, [(0.0105, 0.017), (0.0125, 0.019)]) == []
+    assert arrival_excess(a, [(0.0105, 0.017), (0.0275, 0.029)]) == pytest.approx([0.003])
+    assert arrival_excess(a, [(-0.001, 0.003)]) == []
+    # a bunched hand-over inside the stretch says nothing of the engine: left out
+    bunched = stream([0, 2, 4, 6, 8, 10, 13, 17, 17.05, 21, 23, 25, 27, 29, 31])
+    assert arrival_excess(bunched, [(0.0105, 0.017)]) == []
 
 
 def test_vllm_samples_reads_the_first_sample_of_each_vllm_metric():
@@ -88,6 +108,9 @@ class ScriptedProfiler(Profiler):
     async def mixed(self, n, p):
         return await self._take(f"m{n},{p}", (n + p) / 1e3)
 
+    async def arrival(self, n):
+        return await self._take(f"a{n}", 0.002)
+
 
 def test_profiler_measures_in_rounds_reversed_every_other_round():
     import asyncio
@@ -103,14 +126,16 @@ def test_profiler_measures_in_rounds_reversed_every_other_round():
     )
     prof = ScriptedProfiler(grid, spoiled={"m1,64"})
     points = asyncio.run(prof.run())
-    one_round = ["p16", "p64", "d1,16"] + ["m1,64"] * 4  # a spoiled sample is tried RETRIES times
+    one_round = ["p16", "p64", "d1,16"] + ["m1,64"] * 4 + ["a1"]  # a spoiled sample is tried RETRIES times
     assert prof.calls == one_round + one_round[::-1] + one_round
     # the never-clean mixed point is left out, with why; the others are medians of 3 samples
     assert [(p.part, p.label, p.seconds, p.seqs) for p in points] == [
         ("prefill", "p=16", 0.016, 1),
         ("prefill", "p=64", 0.064, 1),
         ("decode", "n=1 c=16", 0.001, 1),
+        ("arrival", "n=1 p=64 at 10/s", 0.002, 2),  # T, A and S of the mixed step it brings
     ]
+    assert (points[3].tokens, points[3].prefill_attn) == (65, 64.0 * 64)
     assert prof.skipped == ["no clean mixed step seen for n=1 p=64 in 12 tries (a busy machine?)"]
-    # C of the decode point: the median of its samples' C (calls 3, 12 and 17, times 10)
-    assert points[2].decode_ctx == 120.0 and points[1].prefill_attn == 64.0 * 64
+    # C of the decode point: the median of its samples' C (calls 3, 14 and 19, times 10)
+    assert points[2].decode_ctx == 140.0 and points[1].prefill_attn == 64.0 * 64

@@ -7,7 +7,11 @@ Three parts, each designed to isolate terms of the step model (cato_core/profile
 - decode: n sequences of c prompt tokens decoding together; their steady inter-token gap is a
   step of T = n, A = 0, C = n * (c + generated);
 - mixed: a prompt of p tokens arriving while n sequences decode; the decoders' gap around its
-  first token is one step of T = n + p, A = p**2 and their context.
+  first token is one step of T = n + p, A = p**2 and their context;
+- arrival: prompts of p tokens (one output token) arriving as a Poisson stream while n
+  sequences decode: the time each arrival added to the decoders' steps around it, the engine
+  time one arrival costs the batch, of which the mixed step is one part and the API server's
+  work on the engine's core (frontend_cpu_s) the rest.
 """
 
 from __future__ import annotations
@@ -19,6 +23,11 @@ PREFILL_TOKENS = (16, 64, 128, 256, 512, 1024, 1536)
 DECODE_CONTEXTS = (16, 512, 1024)
 MIXED_PREFILL = (64, 256, 1024)
 MIXED_CONTEXT = 64
+# The arrival part: 64-token prompts at 10 a second (bench/fidelity.py's traces make 6-12
+# calls a second) beside decoders of 256 tokens, about 10 arrivals a sample.
+ARRIVAL_PROMPT = 64
+ARRIVAL_RATE = 10.0
+ARRIVAL_DECODE_TOKENS = 256
 # Rounds over the grid. Five keep the 3-minute budget on vLLM's CPU build (about 35 s of
 # measuring) and let a median drop two samples from a slow spell.
 REPEATS = 5
@@ -33,6 +42,10 @@ class Grid:
     mixed_seqs: tuple[int, ...]
     mixed_prefill: tuple[int, ...]
     mixed_context: int
+    arrival_seqs: int  # decoders beside the arrivals; 0 = no arrival part
+    arrival_prompt: int
+    arrival_rate: float  # arrivals a second
+    arrival_decode_tokens: int
     repeats: int
 
     @property
@@ -42,6 +55,7 @@ class Grid:
             len(self.prefill_tokens)
             + len(self.decode_seqs) * len(self.decode_contexts)
             + len(self.mixed_seqs) * len(self.mixed_prefill)
+            + (1 if self.arrival_seqs else 0)
         )
 
     def describe(self) -> str:
@@ -50,7 +64,14 @@ class Grid:
             f"decode n = {list(self.decode_seqs)} x prompt {list(self.decode_contexts)} tokens, "
             f"{self.decode_tokens} output tokens each; mixed n = {list(self.mixed_seqs)} decoding "
             f"(prompt {self.mixed_context}) + p = {list(self.mixed_prefill)}; "
-            f"{self.repeats} rounds over the grid (its order reversed every other round), "
+            + (
+                f"arrival: {self.arrival_prompt}-token prompts at {self.arrival_rate:g}/s beside "
+                f"{self.arrival_seqs} decoding ({self.arrival_decode_tokens} tokens), each arrival's excess "
+                "over the decoders' own steady step; "
+                if self.arrival_seqs
+                else ""
+            )
+            + f"{self.repeats} rounds over the grid (its order reversed every other round), "
             "a point's median over the rounds"
         )
 
@@ -81,5 +102,9 @@ def design_grid(max_num_seqs: int, max_model_len: int, repeats: int = REPEATS) -
         mixed_seqs=mixed_seqs if max_num_seqs > 1 else (),
         mixed_prefill=tuple(mixed),
         mixed_context=min(MIXED_CONTEXT, max(max_model_len // 4, 1)),
+        arrival_seqs=mixed_seqs[len(mixed_seqs) // 2] if max_num_seqs > 1 else 0,
+        arrival_prompt=min(ARRIVAL_PROMPT, max(max_model_len // 4, 1)),
+        arrival_rate=ARRIVAL_RATE,
+        arrival_decode_tokens=min(ARRIVAL_DECODE_TOKENS, max(max_model_len // 2, 2)),
         repeats=repeats,
     )

@@ -52,7 +52,7 @@ class Arrivals:
 class Point:
     """One measured step time: T, A, C and S of the step and its median seconds over the rounds."""
 
-    part: str  # "prefill" (a lone TTFT), "decode" or "mixed"
+    part: str  # "prefill" (a lone TTFT), "decode", "mixed" or "arrival" (see cato_live.profiling.grid)
     tokens: int
     prefill_attn: float
     decode_ctx: float
@@ -209,6 +209,53 @@ def clean_gaps(a: Arrivals, start: float = float("-inf"), end: float = float("in
     ]
 
 
+def arrival_excess(decoder: Arrivals, spans: list[tuple[float, float]], after: int = 3) -> list[float]:
+    """What each arrival cost a decoding stream, in engine seconds: over the decoder's chunks
+    from the last before the arrival was sent to the ``after``-th after its first token, the
+    time less as many steps at the stream's own median step away from arrivals.
+
+    ``spans``: (sent, first token) of each arrival. Those whose stretches overlap, or that
+    fall outside the stream, are left out, as are stretches with chunks handed over in a
+    bunch (clean_gaps): measured against its own stream's steady step, one arrival's excess
+    is immune to the machine's drift over the run.
+    """
+    t, k = decoder.times, decoder.tokens
+    if len(t) < 2:
+        return []
+    stretches = []
+    for sent, first in sorted(spans):
+        i = next((j for j in range(len(t) - 1, -1, -1) if t[j] <= sent), None)
+        at = next((j for j in range(len(t)) if t[j] >= first), None)
+        if i is None or at is None or at + after >= len(t):
+            continue
+        stretches.append((i, at + after))
+    clean = dict(clean_gaps(decoder))
+    alone = [
+        clean[j] for j in clean if all(not (i < j <= e) for i, e in stretches) and k[j] == 1
+    ]  # gaps no arrival touched
+    overlapping = {
+        m
+        for m, (i, e) in enumerate(stretches)
+        for m2, (i2, e2) in enumerate(stretches)
+        if m != m2 and i < e2 and i2 < e
+    }
+    if not alone:
+        return []
+    step = statistics.median(alone)
+    out = []
+    for m, (i, e) in enumerate(stretches):
+        if m in overlapping or any(j not in clean for j in range(i + 1, e + 1)):
+            continue
+        out.append(t[e] - t[i] - sum(k[i + 1 : e + 1]) * step)
+    return out
+
+
+def extra_per_arrival(step_s: float, base_s: float, steps: float, arrivals: float) -> float:
+    """Engine seconds one arrival cost a decoding batch: its steps' growth (mean step with the
+    arrivals less without) over a window of ``steps`` steps, shared among the arrivals in it."""
+    return (step_s - base_s) * steps / arrivals
+
+
 def steady_step(streams: list[Arrivals]) -> tuple[float, float] | None:
     """(seconds per decode step, tokens each sequence had generated at mid-window) while the
     batch was whole: after the last sequence's first token, up to the first one's last token.
@@ -321,12 +368,43 @@ class Profiler:
                 held.append(g.mixed_context + sum(a.tokens[:i]))
         return (statistics.median(step), statistics.median(held) * n) if step else None
 
+    async def arrival(self, n: int) -> tuple[float, float] | None:
+        """Engine seconds one arriving prompt cost n decoders: p-token prompts (one output token)
+        arrive as a Poisson stream while they decode; each arrival's excess (arrival_excess) in
+        each decoder's stream, the median over them: (seconds per arrival, C at mid-run)."""
+        g, c = self.grid, self.client
+        newcomers: list[asyncio.Task] = []
+        done = asyncio.Event()
+
+        async def feed() -> None:
+            while not done.is_set():
+                await asyncio.sleep(c.rng.exponential(1 / g.arrival_rate))
+                if not done.is_set():
+                    newcomers.append(asyncio.create_task(c.stream(g.arrival_prompt, 1)))
+
+        feeder = asyncio.create_task(feed())
+        try:
+            decoders = await asyncio.gather(*(c.stream(g.mixed_context, g.arrival_decode_tokens) for _ in range(n)))
+        finally:
+            done.set()
+            await feeder
+            arrived = await asyncio.gather(*newcomers)
+        spans = [(a.sent, a.times[0]) for a in arrived]
+        excess = [x for d in decoders for x in arrival_excess(d, spans)]
+        run = steady_step(list(decoders))
+        if not excess or run is None:
+            return None
+        return statistics.median(excess), n * (g.mixed_context + run[1])
+
     def _jobs(self) -> list[tuple[str, Callable, tuple[int, ...], str]]:
         """(part, sampler, its arguments, label) of every grid point, in the grid's order."""
         g = self.grid
         jobs = [("prefill", self.prefill, (p,), f"p={p}") for p in g.prefill_tokens]
         jobs += [("decode", self.decode, (n, c), f"n={n} c={c}") for n in g.decode_seqs for c in g.decode_contexts]
         jobs += [("mixed", self.mixed, (n, p), f"n={n} p={p}") for n in g.mixed_seqs for p in g.mixed_prefill]
+        if g.arrival_seqs:
+            n, p = g.arrival_seqs, g.arrival_prompt
+            jobs.append(("arrival", self.arrival, (n,), f"n={n} p={p} at {g.arrival_rate:g}/s"))
         return jobs
 
     async def _sample(self, sampler: Callable, args: tuple[int, ...]) -> tuple[float, float] | None:
@@ -353,7 +431,7 @@ class Profiler:
         points = []
         for (part, _, args, label), got in zip(jobs, samples, strict=True):
             if not got:
-                what = "steady decode steps" if part == "decode" else "clean mixed step"
+                what = {"decode": "steady decode steps", "mixed": "clean mixed step"}.get(part, "steady decode window")
                 self.skipped.append(
                     f"no {what} seen for {label} in {self.grid.repeats * RETRIES} tries (a busy machine?)"
                 )
@@ -366,8 +444,12 @@ class Profiler:
             elif part == "decode":
                 n, _ = args
                 points.append(Point(part, n, 0.0, ctx, n, seconds, label))
-            else:  # n decoders and the prompt, whose first token ends the step
+            elif part == "mixed":  # n decoders and the prompt, whose first token ends the step
                 n, p = args
+                points.append(Point(part, n + p, float(p * p), ctx, n + 1, seconds, label))
+            else:  # seconds an arrival cost, beside the mixed step it brings (T, A, C, S of that step)
+                (n,) = args
+                p = self.grid.arrival_prompt
                 points.append(Point(part, n + p, float(p * p), ctx, n + 1, seconds, label))
         if len(points) < len(jobs) / 2:
             raise MeasureError(
