@@ -12,7 +12,8 @@ arrival cost:
 
     extra per arrival = (step with arrivals - step without) x steps in the window / arrivals in it
 
-next to what the profile's model charges for one: the mixed step, step_s(n + p, p^2, C, n + 1)
+and, as `cato-live profile` measures it, the median over the arrivals of each one's excess
+over its decoders' own steady step (cato_live.profiling.measure.arrival_excess), both next to what the profile's model charges for one: the mixed step, step_s(n + p, p^2, C, n + 1)
 - step_s(n, 0, C, n), plus frontend_cpu_s, which `cato-live profile` fits from one such rate
 (cato_live/profiling/grid.py). Rates alternate in order by round, so the machine's slow spells hit each alike;
 medians over --rounds. Figures, not asserts.
@@ -39,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cato_core.profile import DeviceProfile, load_profile  # noqa: E402
-from cato_live.profiling.measure import Client, extra_per_arrival, steady_step  # noqa: E402
+from cato_live.profiling.measure import Client, arrival_excess, extra_per_arrival, steady_step  # noqa: E402
 from cato_profiles.fit import modelled_arrival_s  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -49,7 +50,8 @@ DECODER_PROMPT = 64  # tokens of each decoder's prompt
 
 
 async def one_window(client: Client, decoders: int, decode_tokens: int, rate: float, prompt: int, rng) -> tuple:
-    """(mean step s, steps in the window, arrivals sent within it, context held at mid-window)."""
+    """(mean step s, steps in the window, arrivals sent within it, context held at mid-window,
+    each arrival's excess in each decoder's stream)."""
     sent: list[float] = []
     newcomers: list[asyncio.Task] = []
     done = asyncio.Event()
@@ -65,12 +67,14 @@ async def one_window(client: Client, decoders: int, decode_tokens: int, rate: fl
     streams = await asyncio.gather(*(client.stream(DECODER_PROMPT, decode_tokens) for _ in range(decoders)))
     done.set()
     await feeder
-    await asyncio.gather(*newcomers)
+    arrived = await asyncio.gather(*newcomers)
+    spans = [(a.sent, a.times[0]) for a in arrived]
+    excess = [x for s in streams for x in arrival_excess(s, spans)]
     step, held = steady_step(list(streams))
     start = max(s.times[0] for s in streams)
     end = min(s.times[-1] for s in streams)
     inside = sum(start <= t <= end for t in sent)
-    return step, (end - start) / step, inside, decoders * (DECODER_PROMPT + held)
+    return step, (end - start) / step, inside, decoders * (DECODER_PROMPT + held), excess
 
 
 async def measure(url: str, model: str, args, profile: DeviceProfile) -> None:
@@ -95,17 +99,27 @@ async def measure(url: str, model: str, args, profile: DeviceProfile) -> None:
         f"{args.decoders} decoders (prompt {DECODER_PROMPT}, {args.decode_tokens} tokens each); arrivals of "
         f"{args.prompt}-token prompts, 1 output token; {args.rounds} rounds, medians; profile {profile.name}"
     )
-    print("| arrivals/s | step ms | arrivals in window | extra engine ms per arrival | model ms | measured / model |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| arrivals/s | step ms | arrivals in window | extra engine ms per arrival: window | "
+        "median excess | mean excess | model ms | window / model |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for rate in rates:
         step = statistics.median(w[0] for w in got[rate])
         steps = statistics.median(w[1] for w in got[rate])
         inside = statistics.median(w[2] for w in got[rate])
         extra = extra_per_arrival(step, base, steps, inside) if inside else None
+        excess = [x for w in got[rate] for x in w[4]]
         cells = (
-            ["-", "-", "-"]
-            if extra is None
-            else [f"{extra * 1e3:.2f}", f"{model_s * 1e3:.2f}", f"{extra / model_s:.1f}x" if model_s > 0 else "-"]
+            ["-"] * 5
+            if extra is None or not excess
+            else [
+                f"{extra * 1e3:.2f}",
+                f"{statistics.median(excess) * 1e3:.2f}",
+                f"{statistics.mean(excess) * 1e3:.2f}",
+                f"{model_s * 1e3:.2f}",
+                f"{extra / model_s:.1f}x" if model_s > 0 else "-",
+            ]
         )
         print(f"| {rate:g} | {step * 1e3:.2f} | {inside:g} | " + " | ".join(cells) + " |")
 

@@ -15,7 +15,7 @@ kept against a global step counter, so a stretch costs O(log n), not O(n).
 
 A request that reaches a busy engine costs it the profile's frontend_cpu_s (the API server's
 work on the engine's core, cato_core/profile.py): the engine runs that debt before its next
-step, so the running batch pauses and the request joins after it.
+step, so the running batch pauses and the request's first step comes after it.
 """
 
 from __future__ import annotations
@@ -151,12 +151,14 @@ class Engine:
 
     def _next_step(self) -> None:
         now = self.env.now
-        if self._frontend_debt:  # the API server's share of the core, before the next step
+        self._admit(now)
+        if self._frontend_debt:
+            # The API server's share of the core, before the next step. Admitted first: the
+            # request is in the engine's hands (as the gateway sees it) while its front end runs.
             debt, self._frontend_debt = self._frontend_debt, 0.0
             self._stretch = None
             self._schedule(debt, self._next_step)
             return
-        self._admit(now)
         if self._prefilling:
             self._mixed_step()
         elif self._decoding:

@@ -85,9 +85,9 @@ def test_a_request_reaching_a_busy_engine_costs_it_the_front_end_time(tmp_path, 
     )
     # a reaches an idle engine: nothing to share, its prefill is the profile's (0.11 s)
     assert tasks.loc["a", "ttft_s"] == pytest.approx(0.11)
-    # b arrives at 0.15 during a's step that ends at 0.154; the engine then runs b's 5 ms of
-    # front end, admits b at 0.159 and runs the mixed step (0.111 s) to 0.270
-    assert nodes.loc["b", "start_s"] == pytest.approx(0.159)
+    # b arrives at 0.15 during a's step that ends at 0.154 and is admitted there; the engine
+    # then runs b's 5 ms of front end and the mixed step (0.111 s) to 0.270
+    assert nodes.loc["b", "start_s"] == pytest.approx(0.154)
     assert tasks.loc["b", "ttft_s"] == pytest.approx(0.270 - 0.15)
     # two decode steps of two sequences finish b at 0.294; a, 8 of 11 tokens made, has 3 left
     assert tasks.loc["b", "e2e_s"] == pytest.approx(0.294 - 0.15)

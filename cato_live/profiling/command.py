@@ -219,6 +219,7 @@ async def _run(provisioner, *, deploy, d, model, out, target, name, device, repe
         f"per token {prof.per_token_s * 1e6:.3f} us, per sequence {prof.per_seq_s * 1e3:.3f} ms, "
         f"prefill_attn {prof.prefill_attn_s:.3g} s, "
         f"decode_ctx {prof.decode_ctx_s:.3g} s, request latency {prof.request_latency_s * 1e3:.2f} ms, "
+        f"front end on a busy engine {prof.frontend_cpu_s * 1e3:.2f} ms, "
         f"cold start {prof.cold_start_s:.1f} s ({time.perf_counter() - t0:.0f} s)",
         markup=False,
         highlight=False,

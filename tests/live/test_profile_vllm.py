@@ -75,6 +75,7 @@ def test_profile_writes_a_measured_loadable_profile(vllm_python, tiny_model_dir,
         "prefill_attn_s",
         "decode_ctx_s",
         "request_latency_s",
+        "frontend_cpu_s",
     )
     assert all(math.isfinite(getattr(prof, f)) and getattr(prof, f) >= 0 for f in coefficients)
     # every step costs something; a lone TTFT carries the API path's latency on top
@@ -83,6 +84,9 @@ def test_profile_writes_a_measured_loadable_profile(vllm_python, tiny_model_dir,
     assert prof.per_token_s > 0 or prof.prefill_attn_s > 0
     assert prof.prefill_s(1024) > prof.prefill_s(16)
     assert 1 < prof.cold_start_s < BUDGET_S and prof.kv_capacity_tokens > 0
+    # the arrival part was measured and gave the front end's share of the engine's core
+    assert "Medians, arrival: n=4 p=64 at 10/s" in prof.provenance
+    assert "frontend_cpu_s: an arriving prompt cost the decoding batch" in prof.provenance
     for words in ("Grid:", "Residuals", "prefill rms", "decode rms", "mixed rms", "vLLM", "cold_start_s: measured"):
         assert words in prof.provenance, words
     assert "cato-live profile" in out.read_text().splitlines()[3]
