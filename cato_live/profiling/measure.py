@@ -230,9 +230,7 @@ def arrival_excess(decoder: Arrivals, spans: list[tuple[float, float]], after: i
             continue
         stretches.append((i, at + after))
     clean = dict(clean_gaps(decoder))
-    alone = [
-        clean[j] for j in clean if all(not (i < j <= e) for i, e in stretches) and k[j] == 1
-    ]  # gaps no arrival touched
+    alone = [gap for j, gap in clean.items() if not any(i < j <= e for i, e in stretches)]  # no arrival touched
     overlapping = {
         m
         for m, (i, e) in enumerate(stretches)
@@ -371,7 +369,9 @@ class Profiler:
     async def arrival(self, n: int) -> tuple[float, float] | None:
         """Engine seconds one arriving prompt cost n decoders: p-token prompts (one output token)
         arrive as a Poisson stream while they decode; each arrival's excess (arrival_excess) in
-        each decoder's stream, the median over them: (seconds per arrival, C at mid-run)."""
+        each decoder's stream, the median over them: (seconds per arrival, C at mid-run). The
+        median, not the mean: on a shared host a few arrivals meet a stall of the machine (up
+        to 20 ms here), which the mean would charge to every arrival."""
         g, c = self.grid, self.client
         newcomers: list[asyncio.Task] = []
         done = asyncio.Event()
