@@ -30,17 +30,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cato_core.profile import DeviceProfile, load_profile  # noqa: E402
-from cato_live.profiling.measure import Client, arrival_excess, extra_per_arrival, steady_step  # noqa: E402
+from cato_live.profiling.measure import (  # noqa: E402
+    Client,
+    arrival_excess,
+    decode_beside_arrivals,
+    extra_per_arrival,
+    steady_step,
+)
 from cato_profiles.fit import modelled_arrival_s  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -49,46 +53,30 @@ from live_bench import TINY_MODEL, VLLM_PYTHON  # noqa: E402
 DECODER_PROMPT = 64  # tokens of each decoder's prompt
 
 
-async def one_window(client: Client, decoders: int, decode_tokens: int, rate: float, prompt: int, rng) -> tuple:
+async def one_window(client: Client, decoders: int, decode_tokens: int, rate: float, prompt: int) -> tuple:
     """(mean step s, steps in the window, arrivals sent within it, context held at mid-window,
     each arrival's excess in each decoder's stream)."""
-    sent: list[float] = []
-    newcomers: list[asyncio.Task] = []
-    done = asyncio.Event()
-
-    async def arrivals() -> None:
-        while rate and not done.is_set():
-            await asyncio.sleep(rng.expovariate(rate))
-            if not done.is_set():
-                sent.append(time.perf_counter())
-                newcomers.append(asyncio.create_task(client.stream(prompt, 1)))
-
-    feeder = asyncio.create_task(arrivals())
-    streams = await asyncio.gather(*(client.stream(DECODER_PROMPT, decode_tokens) for _ in range(decoders)))
-    done.set()
-    await feeder
-    arrived = await asyncio.gather(*newcomers)
+    streams, arrived = await decode_beside_arrivals(client, decoders, DECODER_PROMPT, decode_tokens, rate, prompt)
     spans = [(a.sent, a.times[0]) for a in arrived]
     excess = [x for s in streams for x in arrival_excess(s, spans)]
-    step, held = steady_step(list(streams))
+    step, held = steady_step(streams)
     start = max(s.times[0] for s in streams)
     end = min(s.times[-1] for s in streams)
-    inside = sum(start <= t <= end for t in sent)
+    inside = sum(start <= sent <= end for sent, _ in spans)
     return step, (end - start) / step, inside, decoders * (DECODER_PROMPT + held), excess
 
 
 async def measure(url: str, model: str, args, profile: DeviceProfile) -> None:
-    client = Client(url, model, args.vocab_size)
-    rng = random.Random(args.seed)
+    client = Client(url, model, args.vocab_size, args.seed)
     rates = [float(r) for r in args.rates.split(",")]
     if rates[0] != 0:
         rates.insert(0, 0.0)
     for _ in range(2):  # warm-up: every shape once
-        await one_window(client, args.decoders, 16, max(rates), args.prompt, rng)
+        await one_window(client, args.decoders, 16, max(rates), args.prompt)
     got: dict[float, list[tuple]] = {r: [] for r in rates}
     for k in range(args.rounds):
         for rate in rates if k % 2 == 0 else rates[::-1]:
-            got[rate].append(await one_window(client, args.decoders, args.decode_tokens, rate, args.prompt, rng))
+            got[rate].append(await one_window(client, args.decoders, args.decode_tokens, rate, args.prompt))
         print(f"round {k + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     await client.aclose()
 

@@ -156,7 +156,6 @@ class Engine:
             # The API server's share of the core, before the next step. Admitted first: the
             # request is in the engine's hands (as the gateway sees it) while its front end runs.
             debt, self._frontend_debt = self._frontend_debt, 0.0
-            self._stretch = None
             self._schedule(debt, self._next_step)
             return
         if self._prefilling:

@@ -108,7 +108,7 @@ class ScriptedProfiler(Profiler):
     async def mixed(self, n, p):
         return await self._take(f"m{n},{p}", (n + p) / 1e3)
 
-    async def arrival(self, n):
+    async def arrival(self, n, p):
         return await self._take(f"a{n}", 0.002)
 
 

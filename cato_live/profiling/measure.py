@@ -9,6 +9,7 @@ are taken at the client, one per chunk; a decode step produces one chunk per seq
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import statistics
 import time
@@ -224,11 +225,10 @@ def arrival_excess(decoder: Arrivals, spans: list[tuple[float, float]], after: i
         return []
     stretches = []
     for sent, first in sorted(spans):
-        i = next((j for j in range(len(t) - 1, -1, -1) if t[j] <= sent), None)
-        at = next((j for j in range(len(t)) if t[j] >= first), None)
-        if i is None or at is None or at + after >= len(t):
-            continue
-        stretches.append((i, at + after))
+        i = bisect.bisect_right(t, sent) - 1  # the last chunk before the arrival was sent
+        at = bisect.bisect_left(t, first)  # the first with or after its first token
+        if i >= 0 and at + after < len(t):
+            stretches.append((i, at + after))
     clean = dict(clean_gaps(decoder))
     alone = [gap for j, gap in clean.items() if not any(i < j <= e for i, e in stretches)]  # no arrival touched
     overlapping = {
@@ -299,6 +299,31 @@ async def _read_body(reader: asyncio.StreamReader, chunked: bool) -> bytes:
     return b"".join([part async for part in _body_parts(reader, chunked)])
 
 
+async def decode_beside_arrivals(
+    client: Client, decoders: int, context: int, decode_tokens: int, rate: float, prompt: int
+) -> tuple[list[Arrivals], list[Arrivals]]:
+    """``decoders`` sequences of ``context`` prompt tokens decode ``decode_tokens`` each while
+    prompts of ``prompt`` tokens (one output token) arrive as a Poisson stream at ``rate`` a
+    second (0: none): (the decoders' streams, the arrivals' streams)."""
+    newcomers: list[asyncio.Task] = []
+    done = asyncio.Event()
+
+    async def feed() -> None:
+        while rate and not done.is_set():
+            await asyncio.sleep(client.rng.exponential(1 / rate))
+            if not done.is_set():
+                newcomers.append(asyncio.create_task(client.stream(prompt, 1)))
+
+    feeder = asyncio.create_task(feed())
+    try:
+        streams = await asyncio.gather(*(client.stream(context, decode_tokens) for _ in range(decoders)))
+    finally:
+        done.set()
+        await feeder
+        arrived = await asyncio.gather(*newcomers)
+    return list(streams), list(arrived)
+
+
 class Profiler:
     """Runs a Grid's points on one replica; ``tick(label)`` after each measurement.
 
@@ -366,29 +391,16 @@ class Profiler:
                 held.append(g.mixed_context + sum(a.tokens[:i]))
         return (statistics.median(step), statistics.median(held) * n) if step else None
 
-    async def arrival(self, n: int) -> tuple[float, float] | None:
+    async def arrival(self, n: int, p: int) -> tuple[float, float] | None:
         """Engine seconds one arriving prompt cost n decoders: p-token prompts (one output token)
         arrive as a Poisson stream while they decode; each arrival's excess (arrival_excess) in
         each decoder's stream, the median over them: (seconds per arrival, C at mid-run). The
         median, not the mean: on a shared host a few arrivals meet a stall of the machine (up
         to 20 ms here), which the mean would charge to every arrival."""
-        g, c = self.grid, self.client
-        newcomers: list[asyncio.Task] = []
-        done = asyncio.Event()
-
-        async def feed() -> None:
-            while not done.is_set():
-                await asyncio.sleep(c.rng.exponential(1 / g.arrival_rate))
-                if not done.is_set():
-                    newcomers.append(asyncio.create_task(c.stream(g.arrival_prompt, 1)))
-
-        feeder = asyncio.create_task(feed())
-        try:
-            decoders = await asyncio.gather(*(c.stream(g.mixed_context, g.arrival_decode_tokens) for _ in range(n)))
-        finally:
-            done.set()
-            await feeder
-            arrived = await asyncio.gather(*newcomers)
+        g = self.grid
+        decoders, arrived = await decode_beside_arrivals(
+            self.client, n, g.mixed_context, g.arrival_decode_tokens, g.arrival_rate, p
+        )
         spans = [(a.sent, a.times[0]) for a in arrived]
         excess = [x for d in decoders for x in arrival_excess(d, spans)]
         run = steady_step(list(decoders))
@@ -404,7 +416,7 @@ class Profiler:
         jobs += [("mixed", self.mixed, (n, p), f"n={n} p={p}") for n in g.mixed_seqs for p in g.mixed_prefill]
         if g.arrival_seqs:
             n, p = g.arrival_seqs, g.arrival_prompt
-            jobs.append(("arrival", self.arrival, (n,), f"n={n} p={p} at {g.arrival_rate:g}/s"))
+            jobs.append(("arrival", self.arrival, (n, p), f"n={n} p={p} at {g.arrival_rate:g}/s"))
         return jobs
 
     async def _sample(self, sampler: Callable, args: tuple[int, ...]) -> tuple[float, float] | None:
@@ -444,12 +456,9 @@ class Profiler:
             elif part == "decode":
                 n, _ = args
                 points.append(Point(part, n, 0.0, ctx, n, seconds, label))
-            elif part == "mixed":  # n decoders and the prompt, whose first token ends the step
+            else:  # n decoders and a prompt whose first token ends the step (for "arrival": the
+                # seconds an arrival cost, with T, A, C and S of the mixed step it brings)
                 n, p = args
-                points.append(Point(part, n + p, float(p * p), ctx, n + 1, seconds, label))
-            else:  # seconds an arrival cost, beside the mixed step it brings (T, A, C, S of that step)
-                (n,) = args
-                p = self.grid.arrival_prompt
                 points.append(Point(part, n + p, float(p * p), ctx, n + 1, seconds, label))
         if len(points) < len(jobs) / 2:
             raise MeasureError(
