@@ -70,7 +70,9 @@ class Engine:
         self._seqs = 0  # len(_prefilling) + len(_decoding), kept as a count for the hot path
         self._steps = 0  # decode steps run so far: a sequence's progress is measured against it
         self._context = 0  # tokens held by decoding sequences (prompt + generated)
-        self._version = 0  # bumps to void a scheduled step end that was rescheduled
+        self._pending: simpy.Timeout | None = None  # the scheduled step end; any other is void
+        self._then: tuple = ()  # (callback, args) to run when _pending fires
+        self._on_timeout = self._fire  # bound once: every step appends it
         self._in_step = False
         self._frontend_debt = 0.0  # API-server CPU owed by requests that arrived while busy
         self._stretch: tuple[float, int, int, int] | None = None  # (start, seqs, context, steps)
@@ -92,7 +94,7 @@ class Engine:
 
     def abort(self, now: float, why: str) -> None:
         """Stop now, as a killed server does: every request in the batch fails with ``why``."""
-        self._version += 1  # voids the scheduled end of the step or stretch under way
+        self._pending = None  # voids the scheduled end of the step or stretch under way
         seqs = [*self._prefilling, *(s for _, _, s in self._decoding)]
         self._prefilling.clear()
         self._decoding.clear()
@@ -144,10 +146,15 @@ class Engine:
             self.listener.on_start(r, now)
 
     def _schedule(self, delay: float, callback, *args) -> None:
-        self._version += 1
-        version = self._version
-        ev = self.env.timeout(delay)
-        ev.callbacks.append(lambda _e: version == self._version and callback(*args))
+        """Run ``callback(*args)`` after ``delay``, voiding what was scheduled before."""
+        ev = self._pending = self.env.timeout(delay)
+        self._then = callback, args
+        ev.callbacks.append(self._on_timeout)
+
+    def _fire(self, ev: simpy.Timeout) -> None:
+        if ev is self._pending:
+            callback, args = self._then
+            callback(*args)
 
     def _next_step(self) -> None:
         now = self.env.now
