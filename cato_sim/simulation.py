@@ -53,6 +53,13 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _standard_normals(rng: np.random.Generator, batch: int = 4096) -> Iterator[float]:
+    """``rng``'s standard normals one at a time, drawn ``batch`` at a go: the same numbers
+    as single draws (numpy fills an array draw by draw), without numpy's ~0.7 us per call."""
+    while True:
+        yield from rng.standard_normal(batch).tolist()
+
+
 class _Replica:
     """The simulator's side of a replica: its engine and the machine it sits on."""
 
@@ -77,6 +84,7 @@ class Simulation:
         self.on_task_done = on_task_done  # progress callback
         self.env = simpy.Environment()
         self.rng = np.random.default_rng(seed)
+        self._normals = _standard_normals(self.rng)  # tool durations' draws
         self.router = make_router(setup.router, setup.router_params, seed=seed)
         self.cluster = Cluster(exp.cluster.machines, exp.cluster.accelerators_per_machine)
         self.profiles: dict[str, DeviceProfile] = {m: load_profile(s.profile) for m, s in exp.models.items()}
@@ -101,6 +109,7 @@ class Simulation:
         self._replica_no = 0
         self._seq = 0
         self._all_done = self.env.event()
+        self._total = len(trace)  # tasks to end (len of a DataFrame is a Python call)
         self.tasks = TableWriter(self.out / "tasks.parquet", TASKS)
         self.nodes = TableWriter(self.out / "nodes.parquet", NODES)
         self.replica_rows = TableWriter(self.out / "replicas.parquet", REPLICAS)
@@ -156,9 +165,7 @@ class Simulation:
         now = self.env.now
         rec = run.start_node(node, now)
         if node.kind == "tool":
-            dur = (
-                node.tool_s * math.exp(node.tool_sigma * self.rng.standard_normal()) if node.tool_sigma else node.tool_s
-            )
+            dur = node.tool_s * math.exp(node.tool_sigma * next(self._normals)) if node.tool_sigma else node.tool_s
             ev = self.env.timeout(dur)
             ev.callbacks.append(lambda _e: self._node_done(run, node.index, self.env.now))
             return
@@ -236,7 +243,7 @@ class Simulation:
         self.finished += 1
         if self.on_task_done:
             self.on_task_done()
-        if self.finished == len(self.trace):
+        if self.finished == self._total:
             self._all_done.succeed()
 
     # -- replicas and scaling ----------------------------------------------------------
