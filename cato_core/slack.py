@@ -50,6 +50,14 @@ class SlackGraph:
         return [sla_s * x / t if t > 0 else 0.0 for x, t in zip(b, through, strict=True)]
 
     def deadlines(self, b: Sequence[float], sla_s: float, arrival_s: float = 0.0) -> list[float]:
+        if self.chain:
+            # budgets() and the walk below, for a chain (the simulator asks this for every
+            # task): every L(i) is the total, and each node is reached after the one before.
+            total, reach, out = sum(b), 0.0, []
+            for x in b:
+                reach += sla_s * x / total if total > 0 else 0.0
+                out.append(arrival_s + reach)
+            return out
         budget = self.budgets(b, sla_s)
         reach: list[float] = []
         for i, preds in enumerate(self.after):

@@ -1,3 +1,6 @@
+from hypothesis import given
+from hypothesis import strategies as st
+
 from cato_core import slack
 from cato_core.slack import SlackGraph
 
@@ -27,3 +30,18 @@ def test_chain_fast_path_matches_general_path():
     assert not general.chain
     b = [5.0, 15.0, 5.0]
     assert chain.deadlines(b, 50.0) == general.deadlines(b, 50.0) == [10.0, 40.0, 50.0]
+
+
+@given(
+    st.lists(st.floats(0.0, 1e3, allow_subnormal=False), min_size=1, max_size=6),
+    st.floats(0.0, 1e4),
+    st.floats(0.0, 1e6),
+)
+def test_chain_deadlines_equal_the_budgets_walk_to_the_last_bit(b, sla, arrival):
+    # The chain's shortcut in SlackGraph.deadlines against its definition: each node reached
+    # at its budget plus its predecessor's reach, from the budgets of the same graph.
+    g = SlackGraph([((i - 1,) if i else ()) for i in range(len(b))])
+    reach: list[float] = []
+    for i, x in enumerate(g.budgets(b, sla)):
+        reach.append(x + max(reach[i - 1 : i], default=0.0))
+    assert g.deadlines(b, sla, arrival) == [arrival + r for r in reach]
