@@ -7,11 +7,13 @@ import-only baseline (the modules `run --no-plots` loads), `cato-sim run --no-pl
 alike. Prints median and min wall seconds of each and when the summary table reached
 stdout, then the split of one in-process run (median over the rounds): imports, simulation
 (summary.json's wall_s), the rest of the run (trace in and out, summaries), the printed
-table, and the plots (matplotlib's import and the drawing). Interpreter start-up and exit
-are the whole-process figures minus that split. Figures, not asserts. Pin it for steady
-figures:
+table, and the plots (matplotlib's import and the drawing), all in one process. Interpreter
+start-up and exit are the whole-process figures minus that split. `cato-sim run` itself
+imports matplotlib in a worker process on the other core while it simulates
+(cato_report/plot_worker.py), so its plots cost the whole process less than the split's
+import plus drawing; give it two cores. Figures, not asserts. Pin it for steady figures:
 
-    taskset -c 1 python bench/cli_overhead.py [--rounds 7]
+    taskset -c 0,1 python bench/cli_overhead.py [--rounds 7]
 """
 
 from __future__ import annotations

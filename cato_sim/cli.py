@@ -7,6 +7,7 @@ imports what it uses (rich, pandas, matplotlib...) when it runs, so `--help` and
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -82,32 +83,36 @@ def run(
     plots: Annotated[bool, typer.Option(help="draw the comparison plots into DIR/plots, after the table")] = True,
 ) -> None:
     """Simulate every set-up of EXPERIMENT on one trace; write tables, summary and plots."""
-    from rich.console import Console
+    with contextlib.ExitStack() as stack:
+        worker = None
+        if plots:  # first, before any thread: a worker that loads matplotlib while the run goes on
+            from cato_report.plot_worker import PlotWorker
 
-    from cato_report.table import summary_table
-    from cato_sim.experiment import load_experiment
-    from cato_sim.runner import run_experiment
+            worker = stack.enter_context(PlotWorker())
+        from rich.console import Console
 
-    exp, base = load_experiment(experiment, set_ or [])
-    out = out or Path("results") / exp.name
-    # emoji=False: names print as written (and rich's emoji table is never loaded)
-    console = Console(stderr=True, emoji=False)
-    settle_imports(ctx)
-    with progress_bar(console) as progress:
-        summaries = run_experiment(exp, base, out, seed, progress=progress)
-    # The table first, at once; the plots take longer to draw than the run's tail.
-    title = f"{exp.name} (seed {next(iter(summaries.values()))['seed']})"
-    Console(emoji=False).print(summary_table(summaries, title=title))
-    headline = versus_strongest(summaries)
-    if headline:
-        Console(emoji=False).print(headline, markup=False)
-    if not plots:
-        console.print(f"results: {out}", markup=False)
-        return
-    from cato_report.plots import plot_comparison
+        from cato_report.table import summary_table
+        from cato_sim.experiment import load_experiment
+        from cato_sim.runner import run_experiment
 
-    runs = {n: (out / n if len(summaries) > 1 else out) for n in summaries}
-    written = plot_comparison(runs, summaries, out / "plots")
+        exp, base = load_experiment(experiment, set_ or [])
+        out = out or Path("results") / exp.name
+        # emoji=False: names print as written (and rich's emoji table is never loaded)
+        console = Console(stderr=True, emoji=False)
+        settle_imports(ctx)
+        with progress_bar(console) as progress:
+            summaries = run_experiment(exp, base, out, seed, progress=progress)
+        # The table first, at once; then the plots.
+        title = f"{exp.name} (seed {next(iter(summaries.values()))['seed']})"
+        Console(emoji=False).print(summary_table(summaries, title=title))
+        headline = versus_strongest(summaries)
+        if headline:
+            Console(emoji=False).print(headline, markup=False)
+        if worker is None:
+            console.print(f"results: {out}", markup=False)
+            return
+        runs = {n: (out / n if len(summaries) > 1 else out) for n in summaries}
+        written = worker.plot_comparison(runs, summaries, out / "plots")
     console.print(f"results: {out}  plots: {', '.join(p.name for p in written)}", markup=False)
 
 

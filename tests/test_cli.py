@@ -269,3 +269,21 @@ assert "matplotlib" not in sys.modules
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "cato" / "tasks.parquet").is_file()
+
+
+def test_plots_are_drawn_in_the_calling_process_where_no_worker_can_start(tmp_path, monkeypatch):
+    import cato_report.plot_worker as plot_worker
+
+    def no_processes(*_a, **_k):
+        raise OSError("no semaphores here")
+
+    monkeypatch.setattr(plot_worker, "ProcessPoolExecutor", no_processes)
+    with plot_worker.PlotWorker() as worker:
+        assert worker._pool is None
+        res = invoke("run", ROOT / "experiments/quickstart.yaml", "--out", tmp_path / "run", "--no-plots", *SMALL)
+        assert res.exit_code == 0, res.output
+        summaries = {n: json.loads((tmp_path / "run" / n / "summary.json").read_text()) for n in ("cato", "rayserve")}
+        runs = {n: tmp_path / "run" / n for n in summaries}
+        written = worker.plot_comparison(runs, summaries, tmp_path / "plots")
+    assert [p.name for p in written] == ["goodput.png", "latency_p95.png", "replicas.png"]
+    assert all(p.stat().st_size > 1000 for p in written)
