@@ -83,20 +83,21 @@ def run(
     plots: Annotated[bool, typer.Option(help="draw the comparison plots into DIR/plots, after the table")] = True,
 ) -> None:
     """Simulate every set-up of EXPERIMENT on one trace; write tables, summary and plots."""
+    from cato_sim.experiment import load_experiment
+
+    exp, base = load_experiment(experiment, set_ or [])
+    out = out or Path("results") / exp.name
     with contextlib.ExitStack() as stack:
         worker = None
-        if plots:  # first, before any thread: a worker that loads matplotlib while the run goes on
+        if plots:  # before any thread starts: a worker that loads matplotlib while the run goes on
             from cato_report.plot_worker import PlotWorker
 
             worker = stack.enter_context(PlotWorker())
         from rich.console import Console
 
         from cato_report.table import summary_table
-        from cato_sim.experiment import load_experiment
         from cato_sim.runner import run_experiment
 
-        exp, base = load_experiment(experiment, set_ or [])
-        out = out or Path("results") / exp.name
         # emoji=False: names print as written (and rich's emoji table is never loaded)
         console = Console(stderr=True, emoji=False)
         settle_imports(ctx)
