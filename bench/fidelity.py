@@ -21,7 +21,9 @@ Prints one row per run: the simulator's relative error (sim / live - 1) of P50 a
 and E2E over all tasks, the Goodput error in points, the largest live-vs-live spread of
 those figures, whether every row of fidelity.md met the goal (P50 within 10%, P95 within
 15%, Goodput within 3 points) and whether the simulator's error stayed within twice the
-live spread. Each run's folder (DIR/<name>/) keeps fidelity.json, fidelity.md and plots;
+live spread, and how fast the live engine ran against the row's profile (cato_report.engine_speed:
+the median of measured / profiled time over the calls that ran alone on their replica; far from
+x1.00 means the machine's speed drifted between the profile and the replay). Each run's folder (DIR/<name>/) keeps fidelity.json, fidelity.md and plots;
 DIR/table.md is the table printed.
 
 Cores: each vLLM replica has a core to itself (the whole server pinned, as a GPU replica has
@@ -88,9 +90,11 @@ def row(name: str, router: str, rate: float, tasks: int, report: dict) -> str:
     met = f"{sum(goals)}/{len(goals)}"
     v = report.get("verdict")
     within = f"{v['rows_within']}/{v['rows_checked']}" if v else "-"
+    speed = report.get("engine_speed", {}).get("live", {})
+    ratio = " / ".join("-" if speed.get(k) is None else f"x{speed[k]:.2f}" for k in ("ttft_ratio", "decode_ratio"))
     return (
         f"| {name} | {router} | {rate:.2f} | {tasks} | {errs} | {100 * gp['abs_err']:+.1f} pt "
-        f"| {gp['sim']:.1%} / {gp['live']:.1%} | {spread} | {met} | {within} |"
+        f"| {gp['sim']:.1%} / {gp['live']:.1%} | {spread} | {met} | {within} | {ratio} ({speed.get('lone_calls', 0)}) |"
     )
 
 
@@ -140,8 +144,9 @@ def main() -> None:
         f"prompts <= {args.max_prompt}, outputs <= {args.max_output} tokens",
         "",
         "| trace | router | load | tasks | TTFT P50 | TTFT P95 | E2E P50 | E2E P95 | Goodput err "
-        "| Goodput sim / live | max live spread | rows meeting goal | within 2x spread |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Goodput sim / live | max live spread | rows meeting goal | within 2x spread "
+        "| live speed vs profile, TTFT / decode (lone calls) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for router in args.routers.split(","):
         for load in (float(x) for x in args.loads.split(",")):

@@ -7,7 +7,9 @@ goal: P50 within 10%, P95 within 15%, Goodput within 3 points (``goal_met`` per 
 second live run of the same trace, ``live_spread`` (live2 / live - 1, or live2 - live for
 Goodput) says how much live runs differ among themselves, and ``within_2x_spread`` whether
 the simulator's error is at most twice that. Also the router's wait prediction on each side
-(cato_report.wait_prediction).
+(cato_report.wait_prediction) and, given the profiles, how fast each side's engine ran
+against them (cato_report.engine_speed): a live engine far from its profile's speed is
+drift of the machine, which the errors above then carry.
 
 Every task of the trace must be in each side's tasks.parquet exactly once:
 :func:`check_every_task_once` raises :class:`LostTasks` otherwise. Pure: reads tables, returns
@@ -17,7 +19,7 @@ dicts; pyarrow and numpy only.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cato_core.profile import DeviceProfile
+from cato_report.engine_speed import engine_speed
 from cato_report.wait_prediction import wait_prediction
 
 LATENCY_KEYS = ("ttft_p50", "ttft_p95", "e2e_p50", "e2e_p95")
@@ -147,8 +151,14 @@ def verdict(groups: Iterable[dict]) -> dict:
     }
 
 
-def fidelity(sim: str | Path, live: str | Path, live2: str | Path | None = None) -> dict:
-    """The fidelity report of run folders ``sim`` and ``live`` (and a second live run)."""
+def fidelity(
+    sim: str | Path,
+    live: str | Path,
+    live2: str | Path | None = None,
+    profiles: Mapping[str, DeviceProfile] | None = None,
+) -> dict:
+    """The fidelity report of run folders ``sim`` and ``live`` (and a second live run);
+    ``engine_speed`` per side when given the ``profiles`` of the models."""
     dirs = {"sim": Path(sim), "live": Path(live)} | ({"live2": Path(live2)} if live2 is not None else {})
     tables = {side: read_tasks(d / "tasks.parquet") for side, d in dirs.items()}
     overall = {side: figures(t) for side, t in tables.items()}
@@ -167,6 +177,8 @@ def fidelity(sim: str | Path, live: str | Path, live2: str | Path | None = None)
         "wait_prediction": {side: wait_prediction(d / "nodes.parquet") for side, d in dirs.items()},
         "goal": dict(GOAL),
     }
+    if profiles is not None:
+        report["engine_speed"] = {side: engine_speed(d / "nodes.parquet", profiles) for side, d in dirs.items()}
     if live2 is not None:
         report["verdict"] = verdict([report["overall"], *report["by_task_type"].values()])
     return report

@@ -105,4 +105,19 @@ def fidelity_markdown(report: dict, inputs: dict) -> str:
         lines.append(
             f"| {side} | {w['calls']} | {_seconds(w['median_abs_err_s'])} | {_share(w['median_abs_rel_err'])} |"
         )
+    if "engine_speed" in report:
+        lines += [
+            "",
+            "Engine speed against the profile (calls that ran alone on their replica, median of measured / "
+            "the profile's isolated time; 1 = as profiled, 2 = twice as slow):",
+            "",
+            "| run | lone calls | time to first token | decode |",
+            "|---|---|---|---|",
+        ]
+        for side, e in report["engine_speed"].items():
+            lines.append(f"| {side} | {e['lone_calls']} | {_ratio(e['ttft_ratio'])} | {_ratio(e['decode_ratio'])} |")
     return "\n".join(lines) + "\n"
+
+
+def _ratio(x: float | None) -> str:
+    return "-" if x is None else f"x{x:.2f}"

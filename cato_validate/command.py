@@ -195,7 +195,7 @@ def _report(
         "tasks": len(ids),
         **{f"{side} run": str(where) for side, where in runs.items()},
     }
-    report = fidelity(runs["sim"], runs["live"], runs.get("live2"))
+    report = fidelity(runs["sim"], runs["live"], runs.get("live2"), {m: d.profile(m) for m in d.models})
     report = {
         "inputs": {
             **inputs,

@@ -95,6 +95,12 @@ def test_fidelity_json_has_every_figure_finite_and_within_bounds(validated):
         assert w["calls"] == len(ids)  # one LLM node a task in the default task types
         assert finite(w["median_abs_err_s"]) and finite(w["median_abs_rel_err"])
         assert 0 <= w["median_abs_err_s"] < 5
+    for side in ("sim", "live", "live2"):  # how fast each engine ran against the profile, from lone calls
+        e = report["engine_speed"][side]
+        assert set(e) == {"lone_calls", "ttft_ratio", "decode_ratio"} and e["lone_calls"] >= 0
+        assert all(e[k] is None or (finite(e[k]) and 0 < e[k] < 20) for k in ("ttft_ratio", "decode_ratio")), e
+        if side == "sim" and e["lone_calls"]:
+            assert e["ttft_ratio"] == pytest.approx(1.0) and e["decode_ratio"] in (None, pytest.approx(1.0))
     v = report["verdict"]
     assert isinstance(v["sim_within_2x_live_spread"], bool) and v["rows_checked"] == 5 * (1 + len(MIX))
     assert report["inputs"]["seed"] == 3 and report["inputs"]["tasks"] == len(ids)
@@ -114,6 +120,7 @@ def test_report_and_plots_written(validated):
     out, _, proc = validated
     md = (out / "fidelity.md").read_text()
     assert "P50 within 10%" in md and "| all | TTFT P50 |" in md and "within 2x spread" in md
+    assert "Engine speed against the profile" in md
     assert md in proc.stdout
     for name in ("cdf_ttft", "cdf_e2e", "wait_prediction", "replicas_over_time"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 10_000, name
