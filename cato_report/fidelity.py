@@ -9,7 +9,9 @@ Goodput) says how much live runs differ among themselves, and ``within_2x_spread
 the simulator's error is at most twice that. Also the router's wait prediction on each side
 (cato_report.wait_prediction) and, given the profiles, how fast each side's engine ran
 against them (cato_report.engine_speed): a live engine far from its profile's speed is
-drift of the machine, which the errors above then carry.
+drift of the machine, which the errors above then carry. Given a simulated run at the live
+engine's speed (cato-live validate's sim_at_live_speed), ``at_live_speed`` holds its rows
+against live as well: the model's error with that drift taken out.
 
 Every task of the trace must be in each side's tasks.parquet exactly once:
 :func:`check_every_task_once` raises :class:`LostTasks` otherwise. Pure: reads tables, returns
@@ -84,6 +86,12 @@ def figures(tasks: pa.Table) -> dict:
     return out
 
 
+def figures_of(tasks: pa.Table, task_type: str) -> dict:
+    """``figures`` of the tasks of one type ({} if there is none)."""
+    group = tasks.filter(pc.equal(tasks["task_type"], task_type))
+    return figures(group) if group.num_rows else {}
+
+
 def by_task_type(tasks: pa.Table) -> dict[str, dict]:
     return {
         t: figures(tasks.filter(pc.equal(tasks["task_type"], t))) for t in sorted(set(tasks["task_type"].to_pylist()))
@@ -156,9 +164,11 @@ def fidelity(
     live: str | Path,
     live2: str | Path | None = None,
     profiles: Mapping[str, DeviceProfile] | None = None,
+    at_live_speed: str | Path | None = None,
 ) -> dict:
     """The fidelity report of run folders ``sim`` and ``live`` (and a second live run);
-    ``engine_speed`` per side when given the ``profiles`` of the models."""
+    ``engine_speed`` per side when given the ``profiles`` of the models; ``at_live_speed``:
+    a simulated run whose engines ran at the live engine's speed, compared with live too."""
     dirs = {"sim": Path(sim), "live": Path(live)} | ({"live2": Path(live2)} if live2 is not None else {})
     tables = {side: read_tasks(d / "tasks.parquet") for side, d in dirs.items()}
     overall = {side: figures(t) for side, t in tables.items()}
@@ -177,6 +187,13 @@ def fidelity(
         "wait_prediction": {side: wait_prediction(d / "nodes.parquet") for side, d in dirs.items()},
         "goal": dict(GOAL),
     }
+    if at_live_speed is not None:
+        at = read_tasks(Path(at_live_speed) / "tasks.parquet")
+        report["at_live_speed"] = {
+            "overall": compare(figures(at), overall["live"]),
+            "by_task_type": {name: compare(figures_of(at, name), types["live"].get(name, {})) for name in names},
+        }
+        dirs["sim_at_live_speed"] = Path(at_live_speed)
     if profiles is not None:
         report["engine_speed"] = {side: engine_speed(d / "nodes.parquet", profiles) for side, d in dirs.items()}
     if live2 is not None:

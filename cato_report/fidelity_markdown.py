@@ -90,6 +90,21 @@ def fidelity_markdown(report: dict, inputs: dict) -> str:
             f"Simulator error within twice the live-vs-live spread on {v['rows_within']} of {v['rows_checked']} "
             f"rows: {'yes' if v['sim_within_2x_live_spread'] else 'no'}."
         )
+    if "at_live_speed" in report:
+        at = report["at_live_speed"]
+        slowdown = report.get("engine_speed", {}).get("live", {}).get("decode_ratio")
+        lines += [
+            "",
+            f"At the live engine's speed: the simulator again, its engines {_ratio(slowdown)} the profile's "
+            "times (the live engine's decode, from its lone calls, below); routing, SLAs and deadlines from the "
+            "profile. The error left is the model's; the difference from the table above, the machine's drift.",
+            "",
+            "| group | figure | sim at live speed | live | sim vs live | goal | goal met |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += _rows("all", at["overall"], False)
+        for name, g in at["by_task_type"].items():
+            lines += _rows(name, g, False)
     lines += ["", "Tasks by status:", ""]
     for side, counts in report["overall"]["status"].items():
         lines.append(f"- {side}: {_status(counts)}")

@@ -20,7 +20,12 @@ import numpy as np
 from cato_report.plots import _figure, replicas_over_time
 from cato_report.summary import read_result
 
-STYLE = {"sim": {"color": "tab:blue"}, "live": {"color": "tab:orange"}, "live2": {"color": "tab:green", "ls": "--"}}
+STYLE = {
+    "sim": {"color": "tab:blue"},
+    "live": {"color": "tab:orange"},
+    "live2": {"color": "tab:green", "ls": "--"},
+    "sim_at_live_speed": {"color": "tab:purple", "ls": ":"},
+}
 
 
 def _cdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -64,6 +64,10 @@ class ModelSpec(Strict):
     max_num_batched_tokens: int = Field(default=2048, ge=1)  # vLLM V1's default for online serving
     chunked_prefill: bool = True  # vLLM V1's default
     kv_capacity_tokens: int | None = Field(default=None, gt=0)  # None: the profile's
+    # The engine runs this many times slower than its profile (< 1: faster); the policies
+    # (routing estimates, SLAs, deadlines) still read the profile: a stale profile, or the
+    # speed a validation measured live (cato_validate, "at the live engine's speed").
+    engine_slowdown: float = Field(default=1.0, gt=0, allow_inf_nan=False)
 
 
 class ClusterSpec(Strict):

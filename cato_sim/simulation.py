@@ -23,6 +23,7 @@ import simpy
 
 from cato_core.pool import ModelPool
 from cato_core.profile import DeviceProfile, load_profile
+from cato_core.profile_speed import slowed
 from cato_core.replica import ReplicaState
 from cato_core.request import LLMRequest
 from cato_core.results import NODES, REPLICAS, TASKS, TableWriter
@@ -88,6 +89,8 @@ class Simulation:
         self.router = make_router(setup.router, setup.router_params, seed=seed)
         self.cluster = Cluster(exp.cluster.machines, exp.cluster.accelerators_per_machine)
         self.profiles: dict[str, DeviceProfile] = {m: load_profile(s.profile) for m, s in exp.models.items()}
+        # what the engines run at; the policies read self.profiles (ModelSpec.engine_slowdown)
+        self.engine_profiles = {m: slowed(self.profiles[m], s.engine_slowdown) for m, s in exp.models.items()}
         self.pools = {
             m: ModelPool(
                 m,
@@ -258,7 +261,7 @@ class Simulation:
         engine = Engine(
             self.env,
             state,
-            profile,
+            self.engine_profiles[model],
             self,
             max_num_seqs=spec.max_num_seqs,
             max_num_batched_tokens=spec.max_num_batched_tokens,

@@ -11,6 +11,11 @@ DIR/live2   with --repeat-live, a second live replay: how much live runs differ 
             --target URL: the live side replays against a server that is already running
             instead (a Ray Serve LLM app, say, whose policies the DEPLOY's ``preset`` names),
             so the simulator's model of another stack is checked against the stack itself
+DIR/sim_at_live_speed   the simulator again, its engines as slow as the live engine ran
+            against its profile (decode of the calls that ran alone: cato_report.engine_speed;
+            routing, SLAs and deadlines still from the profile); skipped with fewer than
+            MIN_LONE_CALLS such calls. Its error against live is the model's, with the machine's
+            drift between profiling and replay taken out; the error of DIR/sim carries both
 DIR/fidelity.json, DIR/fidelity.md, DIR/plots/   the comparison (cato_report.fidelity)
 
 --profile (a file or a shipped name) replaces the DEPLOY's profile of the model it was made
@@ -34,6 +39,7 @@ import typer
 from cato_core.errors import InputError, exits_on_input_error
 
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
+MIN_LONE_CALLS = 3  # fewer lone calls than this: no speed worth re-simulating at
 VERSIONED = ("cato", "simpy", "httpx", "numpy", "pandas", "pyarrow", "pydantic", "matplotlib")
 
 
@@ -105,16 +111,34 @@ def validate(
     for side in ("live", "live2"):
         if side in runs:
             _replay_live(d, df, task_types, trace, runs[side], side, console, target)
+    slowdown = _live_slowdown(d, runs["live"])
+    if slowdown is not None:
+        runs["sim_at_live_speed"] = out / "sim_at_live_speed"
+        try:
+            _simulate(d, trace, runs["sim_at_live_speed"], capacity, console, slowdown)
+        except KeyboardInterrupt:
+            raise _fail("interrupted while simulating", EXIT_INTERRUPTED) from None
     _report(trace, deploy, profile, d, runs, out, console, target)
 
 
-def _simulate(d, trace: Path, where: Path, capacity: int | None, console) -> None:
+def _live_slowdown(d, live: Path) -> float | None:
+    """How many times slower than its profile the live engine decoded alone (None: too few calls)."""
+    from cato_report.engine_speed import engine_speed
+
+    speed = engine_speed(live / "nodes.parquet", {m: d.profile(m) for m in d.models})
+    if speed["lone_calls"] < MIN_LONE_CALLS or speed["decode_ratio"] is None:
+        return None
+    return speed["decode_ratio"]
+
+
+def _simulate(d, trace: Path, where: Path, capacity: int | None, console, slowdown: float = 1.0) -> None:
     from cato_sim.cli import progress_bar
     from cato_sim.runner import run_experiment
     from cato_validate.deploy_experiment import experiment_from_deploy
 
-    console.rule("simulating", style="dim")
-    exp = experiment_from_deploy(d, trace, d.seed, where / "profiles", capacity)
+    at = "" if slowdown == 1.0 else f" at the live engine's speed (x{slowdown:.2f} its profile's times)"
+    console.rule(f"simulating{at}", style="dim")
+    exp = experiment_from_deploy(d, trace, d.seed, where / "profiles", capacity, slowdown)
     with progress_bar(console) as progress:
         run_experiment(exp, trace.parent, where, d.seed, progress=progress)
 
@@ -195,7 +219,8 @@ def _report(
         "tasks": len(ids),
         **{f"{side} run": str(where) for side, where in runs.items()},
     }
-    report = fidelity(runs["sim"], runs["live"], runs.get("live2"), {m: d.profile(m) for m in d.models})
+    profiles = {m: d.profile(m) for m in d.models}
+    report = fidelity(runs["sim"], runs["live"], runs.get("live2"), profiles, runs.get("sim_at_live_speed"))
     report = {
         "inputs": {
             **inputs,

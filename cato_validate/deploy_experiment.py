@@ -62,11 +62,18 @@ def _engine_args(deploy: Deploy, model: str) -> dict:
 
 
 def experiment_from_deploy(
-    deploy: Deploy, trace: Path, seed: int, profile_dir: Path, max_replicas: int | None = None
+    deploy: Deploy,
+    trace: Path,
+    seed: int,
+    profile_dir: Path,
+    max_replicas: int | None = None,
+    engine_slowdown: float = 1.0,
 ) -> Experiment:
     """The experiment that simulates ``trace`` as ``deploy`` would serve it live (one set-up).
 
     Writes each model's profile to ``profile_dir/<model>.yaml`` (the experiment names it).
+    ``engine_slowdown``: every model's engine that many times slower than its profile
+    (cato_sim.experiment.ModelSpec), as a validation measured it live.
     """
     profile_dir.mkdir(parents=True, exist_ok=True)
     models = {}
@@ -74,7 +81,11 @@ def experiment_from_deploy(
         path = (profile_dir / f"{name}.yaml").resolve()
         path.write_text(yaml.safe_dump(deploy.profile(name).model_dump(mode="json"), sort_keys=False))
         models[name] = ModelSpec(
-            profile=str(path), replicas=spec.replicas, max_num_seqs=spec.max_num_seqs, **_engine_args(deploy, name)
+            profile=str(path),
+            replicas=spec.replicas,
+            max_num_seqs=spec.max_num_seqs,
+            engine_slowdown=engine_slowdown,
+            **_engine_args(deploy, name),
         )
     per_replica = max(deploy.profile(m).accelerators_per_replica for m in deploy.models)
     initial = sum(spec.replicas for spec in deploy.models.values()) * per_replica

@@ -104,3 +104,20 @@ def test_the_fidelity_report_gives_each_sides_speed(tmp_path):
     md = fidelity_markdown(report, {})
     assert "| live | 1 | x1.50 | x1.25 |" in md
     assert "engine_speed" not in fidelity(dirs["sim"], dirs["live"])  # no profiles, no figure
+
+
+def test_a_run_at_the_live_engines_speed_is_compared_with_live_too(tmp_path):
+    # The at-speed run holds the sim's tasks: its rows against live are the sim's rows.
+    dirs = {side: write_run(tmp_path / side, TASK_ROWS[side], []) for side in ("sim", "live")}
+    at = write_run(tmp_path / "at", TASK_ROWS["sim"], [])
+    for d, x in ((dirs["sim"], 1.0), (dirs["live"], 1.5), (at, 1.5)):
+        pq.write_table(pa.Table.from_pylist([call("r1", 0.0, 64, 16, x, x)], schema=NODES), d / "nodes.parquet")
+    report = fidelity(dirs["sim"], dirs["live"], profiles={"tiny": TINY}, at_live_speed=at)
+    assert report["at_live_speed"]["overall"] == report["overall"]
+    assert report["at_live_speed"]["by_task_type"] == report["by_task_type"]
+    assert report["engine_speed"]["sim_at_live_speed"]["decode_ratio"] == pytest.approx(1.5)
+    md = fidelity_markdown(report, {})
+    at_speed = md[md.index("At the live engine's speed") :]
+    assert "engines x1.50 the profile's times" in at_speed
+    assert "| all | TTFT P50 | 250.0 ms | 200.0 ms | +25.0% | ±10% | **no** |" in at_speed
+    assert "| sim_at_live_speed | 1 | x1.50 | x1.50 |" in md

@@ -6,6 +6,7 @@ from __future__ import annotations
 from itertools import pairwise
 
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -166,3 +167,28 @@ def test_a_run_leaves_the_garbage_collector_as_it_found_it(tmp_path):
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_slower_engine_takes_longer_while_the_policies_keep_the_profile(tmp_path):
+    # One generation task alone on one replica: with engine_slowdown 2 its LLM call's TTFT
+    # (taken to first token) and decode take exactly twice the profile's isolated times;
+    # its deadline and the task's SLA, set from the profile, stay as they were.
+    import pyarrow.parquet as pq
+
+    from cato_core.profile import load_profile
+
+    p = load_profile("codellama-7b_a100")
+    trace = frame([(0.0, "generation", 500, 40)])
+    nodes, tasks = {}, {}
+    for slowdown in (1.0, 2.0):
+        exp = experiment("cato", "fixed", engine_slowdown=slowdown)
+        out = tmp_path / str(slowdown)
+        Simulation(exp, exp.setups[0], trace, out, seed=1).run()
+        nodes[slowdown] = pq.read_table(out / "nodes.parquet").to_pylist()
+        tasks[slowdown] = pq.read_table(out / "tasks.parquet").to_pylist()
+    (llm,) = [n for n in nodes[2.0] if n["kind"] == "llm"]
+    assert llm["first_token_s"] - llm["start_s"] == pytest.approx(2 * p.prefill_s(500), rel=1e-12)
+    assert llm["end_s"] - llm["first_token_s"] == pytest.approx(2 * p.decode_s(500, 40), rel=1e-12)
+    (same,) = [n for n in nodes[1.0] if n["kind"] == "llm"]
+    assert llm["deadline_s"] == same["deadline_s"] and llm["predicted_wait_s"] == same["predicted_wait_s"]
+    assert tasks[2.0][0]["sla_s"] == tasks[1.0][0]["sla_s"]

@@ -101,6 +101,18 @@ def test_fidelity_json_has_every_figure_finite_and_within_bounds(validated):
         assert all(e[k] is None or (finite(e[k]) and 0 < e[k] < 20) for k in ("ttft_ratio", "decode_ratio")), e
         if side == "sim" and e["lone_calls"]:
             assert e["ttft_ratio"] == pytest.approx(1.0) and e["decode_ratio"] in (None, pytest.approx(1.0))
+    live = report["engine_speed"]["live"]
+    if live["lone_calls"] >= 3 and live["decode_ratio"] is not None:  # simulated again at the live engine's speed
+        assert (out / "sim_at_live_speed" / "tasks.parquet").is_file()
+        assert set(report["at_live_speed"]["by_task_type"]) == set(MIX)
+        for key in LATENCY:
+            row = report["at_live_speed"]["overall"][key]
+            assert finite(row["rel_err"]) and abs(row["rel_err"]) < 5, (key, row)
+        at = report["engine_speed"]["sim_at_live_speed"]
+        if at["decode_ratio"] is not None:  # its lone calls decode exactly that much slower than profiled
+            assert at["decode_ratio"] == pytest.approx(live["decode_ratio"], rel=1e-6)
+    else:
+        assert "at_live_speed" not in report and not (out / "sim_at_live_speed").exists()
     v = report["verdict"]
     assert isinstance(v["sim_within_2x_live_spread"], bool) and v["rows_checked"] == 5 * (1 + len(MIX))
     assert report["inputs"]["seed"] == 3 and report["inputs"]["tasks"] == len(ids)
@@ -110,7 +122,9 @@ def test_fidelity_json_has_every_figure_finite_and_within_bounds(validated):
 
 def test_every_task_once_on_each_side_all_ok(validated):
     out, ids, _ = validated
-    for side in ("sim", "live", "live2"):
+    for side in ("sim", "live", "live2", "sim_at_live_speed"):
+        if not (out / side).exists():  # no speed to simulate at: too few lone calls live
+            continue
         t = pq.read_table(out / side / "tasks.parquet", columns=["task_id", "status"])
         assert sorted(t["task_id"].to_pylist()) == sorted(ids), side
         assert set(t["status"].to_pylist()) == {"ok"}, side
