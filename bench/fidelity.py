@@ -23,7 +23,8 @@ those figures, whether every row of fidelity.md met the goal (P50 within 10%, P9
 15%, Goodput within 3 points) and whether the simulator's error stayed within twice the
 live spread, and how fast the live engine ran against the row's profile (cato_report.engine_speed:
 the median of measured / profiled time over the calls that ran alone on their replica; far from
-x1.00 means the machine's speed drifted between the profile and the replay). Each run's folder (DIR/<name>/) keeps fidelity.json, fidelity.md and plots;
+x1.00 means the machine's speed drifted between the profile and the replay), and the same
+errors of validate's second simulation at that speed (sim_at_live_speed). Each run's folder (DIR/<name>/) keeps fidelity.json, fidelity.md and plots;
 DIR/table.md is the table printed.
 
 Cores: each vLLM replica has a core to itself (the whole server pinned, as a GPU replica has
@@ -92,9 +93,23 @@ def row(name: str, router: str, rate: float, tasks: int, report: dict) -> str:
     within = f"{v['rows_within']}/{v['rows_checked']}" if v else "-"
     speed = report.get("engine_speed", {}).get("live", {})
     ratio = " / ".join("-" if speed.get(k) is None else f"x{speed[k]:.2f}" for k in ("ttft_ratio", "decode_ratio"))
+    at = report.get("at_live_speed")
+    if at:
+        a = at["overall"]
+        at_groups = [a, *at["by_task_type"].values()]
+        at_goals = [
+            g[k]["goal_met"] for g in at_groups for k in (*KEYS, "goodput_rate") if g[k]["goal_met"] is not None
+        ]
+        at_speed = (
+            " / ".join(f"{a[k]['rel_err']:+.1%}" for k in KEYS)
+            + f"; {100 * a['goodput_rate']['abs_err']:+.1f} pt; {sum(at_goals)}/{len(at_goals)}"
+        )
+    else:
+        at_speed = "-"
     return (
         f"| {name} | {router} | {rate:.2f} | {tasks} | {errs} | {100 * gp['abs_err']:+.1f} pt "
-        f"| {gp['sim']:.1%} / {gp['live']:.1%} | {spread} | {met} | {within} | {ratio} ({speed.get('lone_calls', 0)}) |"
+        f"| {gp['sim']:.1%} / {gp['live']:.1%} | {spread} | {met} | {within} "
+        f"| {ratio} ({speed.get('lone_calls', 0)}) | {at_speed} |"
     )
 
 
@@ -145,8 +160,8 @@ def main() -> None:
         "",
         "| trace | router | load | tasks | TTFT P50 | TTFT P95 | E2E P50 | E2E P95 | Goodput err "
         "| Goodput sim / live | max live spread | rows meeting goal | within 2x spread "
-        "| live speed vs profile, TTFT / decode (lone calls) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| live speed vs profile, TTFT / decode (lone calls) | at live speed: the four errors; Goodput; rows meeting goal |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for router in args.routers.split(","):
         for load in (float(x) for x in args.loads.split(",")):
