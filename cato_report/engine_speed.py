@@ -59,9 +59,10 @@ def engine_speed(nodes: str | Path, profiles: Mapping[str, DeviceProfile]) -> di
     with pq.ParquetFile(nodes) as f:
         t = f.read(columns=COLUMNS)
     ran = pc.and_(pc.equal(t["kind"], "llm"), pc.equal(t["status"], "ok"))
-    ran = pc.and_(
-        ran, pc.is_in(t["model"], pa.array(list(profiles), pa.string()))
-    )  # a model without a profile: unknown
+    # Judged only where the model has a profile and the replica is known (not so against a
+    # --target server the gateway did not route for).
+    ran = pc.and_(ran, pc.is_in(t["model"], pa.array(list(profiles), pa.string())))
+    ran = pc.and_(ran, pc.is_valid(t["replica"]))
     for col in ("start_s", "first_token_s", "end_s"):
         ran = pc.and_(ran, pc.is_finite(t[col]))
     t = t.filter(pc.fill_null(ran, False))

@@ -60,6 +60,7 @@ def test_ratios_are_the_medians_over_lone_ok_calls_of_known_models(tmp_path):
         call("r2", 0.001, 64, 16, 9.0, 9.0),
         call("r3", 0.0, 64, 16, 7.0, 7.0, status="failed"),  # not ok
         call("r4", 0.0, 64, 16, 7.0, 7.0, model="other"),  # no profile for its model
+        call(None, 50.0, 64, 16, 7.0, 7.0),  # no replica known (a server the gateway did not route for)
         {"task_id": "t", "node": "tool", "kind": "tool", "start_s": 0.0, "end_s": 1.0, "status": "ok"},
     ]
     path = tmp_path / "nodes.parquet"
