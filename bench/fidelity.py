@@ -52,6 +52,8 @@ import pyarrow.parquet as pq
 import yaml
 from live_bench import ROOT, azure_trace, cato_live, deploy_file, gateway_process, measure_capacity, mix_trace
 
+from cato_report.fidelity import goals_met
+
 KEYS = ("ttft_p50", "ttft_p95", "e2e_p50", "e2e_p95")
 
 
@@ -86,9 +88,7 @@ def row(name: str, router: str, rate: float, tasks: int, report: dict) -> str:
     gp = o["goodput_rate"]
     spreads = [abs(o[k].get("live_spread", float("nan"))) for k in KEYS]
     spread = f"{max(spreads):.1%}" if "live_spread" in o[KEYS[0]] else "-"
-    groups = [o, *report["by_task_type"].values()]
-    goals = [g[k]["goal_met"] for g in groups for k in (*KEYS, "goodput_rate") if g[k]["goal_met"] is not None]
-    met = f"{sum(goals)}/{len(goals)}"
+    met = "/".join(map(str, goals_met(report)))
     v = report.get("verdict")
     within = f"{v['rows_within']}/{v['rows_checked']}" if v else "-"
     speed = report.get("engine_speed", {}).get("live", {})
@@ -96,13 +96,9 @@ def row(name: str, router: str, rate: float, tasks: int, report: dict) -> str:
     at = report.get("at_live_speed")
     if at:
         a = at["overall"]
-        at_groups = [a, *at["by_task_type"].values()]
-        at_goals = [
-            g[k]["goal_met"] for g in at_groups for k in (*KEYS, "goodput_rate") if g[k]["goal_met"] is not None
-        ]
         at_speed = (
             " / ".join(f"{a[k]['rel_err']:+.1%}" for k in KEYS)
-            + f"; {100 * a['goodput_rate']['abs_err']:+.1f} pt; {sum(at_goals)}/{len(at_goals)}"
+            + f"; {100 * a['goodput_rate']['abs_err']:+.1f} pt; {'/'.join(map(str, goals_met(at)))}"
         )
     else:
         at_speed = "-"

@@ -86,12 +86,6 @@ def figures(tasks: pa.Table) -> dict:
     return out
 
 
-def figures_of(tasks: pa.Table, task_type: str) -> dict:
-    """``figures`` of the tasks of one type ({} if there is none)."""
-    group = tasks.filter(pc.equal(tasks["task_type"], task_type))
-    return figures(group) if group.num_rows else {}
-
-
 def by_task_type(tasks: pa.Table) -> dict[str, dict]:
     return {
         t: figures(tasks.filter(pc.equal(tasks["task_type"], t))) for t in sorted(set(tasks["task_type"].to_pylist()))
@@ -144,6 +138,18 @@ def compare(sim: dict, live: dict, live2: dict | None = None) -> dict:
     return rows
 
 
+def goals_met(rows: dict) -> tuple[int, int]:
+    """(figures within the goal, figures with a goal) of ``rows``: a report, or its
+    ``at_live_speed`` (each with ``overall`` and ``by_task_type``)."""
+    met = [
+        g[k]["goal_met"]
+        for g in (rows["overall"], *rows["by_task_type"].values())
+        for k in (*LATENCY_KEYS, "goodput_rate")
+        if g[k]["goal_met"] is not None
+    ]
+    return sum(met), len(met)
+
+
 def verdict(groups: Iterable[dict]) -> dict:
     """Whether every row that has both figures is within twice the live spread."""
     checked = [
@@ -170,30 +176,36 @@ def fidelity(
     ``engine_speed`` per side when given the ``profiles`` of the models; ``at_live_speed``:
     a simulated run whose engines ran at the live engine's speed, compared with live too."""
     dirs = {"sim": Path(sim), "live": Path(live)} | ({"live2": Path(live2)} if live2 is not None else {})
+    if at_live_speed is not None:
+        dirs["sim_at_live_speed"] = Path(at_live_speed)
     tables = {side: read_tasks(d / "tasks.parquet") for side, d in dirs.items()}
     overall = {side: figures(t) for side, t in tables.items()}
     types = {side: by_task_type(t) for side, t in tables.items()}
-    names = sorted(set().union(*(t.keys() for t in types.values())))
+    names = sorted(set().union(*(types[side].keys() for side in ("sim", "live", "live2") if side in types)))
+
+    def against_live(side: str, second_live: str | None = None) -> dict:
+        """``side``'s rows against live, overall and per task type (and the live spread)."""
+        return {
+            "overall": compare(overall[side], overall["live"], overall.get(second_live)),
+            "by_task_type": {
+                name: compare(
+                    types[side].get(name, {}),
+                    types["live"].get(name, {}),
+                    types[second_live].get(name, {}) if second_live in types else None,
+                )
+                for name in names
+            },
+        }
+
     report = {
-        "overall": compare(overall["sim"], overall["live"], overall.get("live2")),
-        "by_task_type": {
-            name: compare(
-                types["sim"].get(name, {}),
-                types["live"].get(name, {}),
-                types["live2"].get(name, {}) if "live2" in types else None,
-            )
-            for name in names
+        **against_live("sim", "live2"),
+        "wait_prediction": {
+            side: wait_prediction(dirs[side] / "nodes.parquet") for side in tables if side != "sim_at_live_speed"
         },
-        "wait_prediction": {side: wait_prediction(d / "nodes.parquet") for side, d in dirs.items()},
         "goal": dict(GOAL),
     }
     if at_live_speed is not None:
-        at = read_tasks(Path(at_live_speed) / "tasks.parquet")
-        report["at_live_speed"] = {
-            "overall": compare(figures(at), overall["live"]),
-            "by_task_type": {name: compare(figures_of(at, name), types["live"].get(name, {})) for name in names},
-        }
-        dirs["sim_at_live_speed"] = Path(at_live_speed)
+        report["at_live_speed"] = against_live("sim_at_live_speed")
     if profiles is not None:
         report["engine_speed"] = {side: engine_speed(d / "nodes.parquet", profiles) for side, d in dirs.items()}
     if live2 is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cato_report.fidelity import GOAL, LATENCY_KEYS
+from cato_report.fidelity import GOAL, LATENCY_KEYS, goals_met
 from cato_report.wait_prediction import WAIT_FLOOR_S
 
 LABELS = {
@@ -77,13 +77,8 @@ def fidelity_markdown(report: dict, inputs: dict) -> str:
     lines += _rows("all", report["overall"], repeat)
     for name, g in report["by_task_type"].items():
         lines += _rows(name, g, repeat)
-    met = [
-        g[k]["goal_met"]
-        for g in (report["overall"], *report["by_task_type"].values())
-        for k in (*LATENCY_KEYS, "goodput_rate")
-        if g[k]["goal_met"] is not None
-    ]
-    lines += ["", f"Goal met on {sum(met)} of {len(met)} rows."]
+    met, checked = goals_met(report)
+    lines += ["", f"Goal met on {met} of {checked} rows."]
     if repeat:
         v = report["verdict"]
         lines.append(
