@@ -28,6 +28,12 @@ measured as the part of a lone request's TTFT that no step accounts for (cato-li
 The simulator adds it to the first token and to the end of each request; 0 (the default,
 and every Vidur-derived profile) means clients see the engine's own times.
 
+A client of CATO's gateway sees every token gateway_latency_s later again: the gateway's two
+HTTP hops (reading the call and routing it, relaying the answer), measured by `cato-live
+profile` as how much later a lone call's first token reaches a client through the gateway
+than straight from the replica. The simulator adds it where it adds request_latency_s;
+0 (the default) means clients talk to the replicas directly.
+
 On vLLM's CPU build the API server runs on the engine's own core. Its work for a new request
 (reading and checking the body, handing it to the engine) overlaps nothing when the engine
 is idle, and is then inside request_latency_s; when the engine is busy, the two share the
@@ -71,6 +77,8 @@ class DeviceProfile(BaseModel):
     decode_ctx_s: float = Field(ge=0)
     # per request, between the engine and the client (see the module docstring); 0 = none
     request_latency_s: float = Field(default=0.0, ge=0)
+    # per request, through CATO's gateway on top of request_latency_s (see the module docstring); 0 = none
+    gateway_latency_s: float = Field(default=0.0, ge=0)
     # per request arriving at a busy engine, on its core (see the module docstring); 0 = none
     frontend_cpu_s: float = Field(default=0.0, ge=0)
     kv_capacity_tokens: int = Field(gt=0)
@@ -90,8 +98,13 @@ class DeviceProfile(BaseModel):
 
     def prefill_s(self, prompt_tokens: int) -> float:
         """Isolated prefill of a whole prompt in one step, as the client sees it: the step plus
-        the request latency; it ends with the first token."""
-        return self.step_s(prompt_tokens, prompt_tokens * prompt_tokens, 0, 1) + self.request_latency_s
+        the request and gateway latencies; it ends with the first token."""
+        return self.step_s(prompt_tokens, prompt_tokens * prompt_tokens, 0, 1) + self.client_latency_s
+
+    @property
+    def client_latency_s(self) -> float:
+        """How much later than the engine a client sees each token: request plus gateway latency."""
+        return self.request_latency_s + self.gateway_latency_s
 
     def decode_s(self, prompt_tokens: int, output_tokens: int) -> float:
         """Isolated decode of the output tokens after the first, on an otherwise idle replica.

@@ -59,6 +59,7 @@ class Engine:
         kv_capacity_tokens: int,
     ):
         self.env, self.state, self.profile, self.listener = env, state, profile, listener
+        self._client_latency = profile.client_latency_s  # read for every first token and end
         self.max_num_seqs = max_num_seqs
         self.max_batched = max_num_batched_tokens
         self.chunked = chunked_prefill
@@ -258,8 +259,8 @@ class Engine:
         self._tell(self.listener.on_finish, s.req, now)
 
     def _tell(self, event, r: LLMRequest, now: float) -> None:
-        """Report a first token or an end: the client sees it the profile's request latency later."""
-        latency = self.profile.request_latency_s
+        """Report a first token or an end: the client sees it the profile's client latency later."""
+        latency = self._client_latency
         if latency:
             self.env.timeout(latency).callbacks.append(lambda _e: event(r, self.env.now))
         else:

@@ -19,8 +19,10 @@ DIR/sim_at_live_speed   the simulator again, its engines as slow as the live eng
 DIR/fidelity.json, DIR/fidelity.md, DIR/plots/   the comparison (cato_report.fidelity)
 
 --profile (a file or a shipped name) replaces the DEPLOY's profile of the model it was made
-for, on both sides (cato_validate.profile_override). --seed (default: the DEPLOY's) seeds the
-simulator, the gateway's router and the replay's prompts and tool times.
+for, on both sides (cato_validate.profile_override); with --target, whose clients do not go
+through CATO's gateway, the profiles' gateway_latency_s is 0 on both sides. --seed (default:
+the DEPLOY's) seeds the simulator, the gateway's router and the replay's prompts and tool
+times.
 
 Exit codes: 0 the report is written (whether or not the goals are met); 1 a live run failed
 (its replicas did not start: the error with the replica's log tail) or a run lost a task;
@@ -87,7 +89,7 @@ def validate(
     from cato_live.replay.cli import check_target
     from cato_traces.files import read_trace
     from cato_validate.deploy_experiment import with_tools
-    from cato_validate.profile_override import override_profile
+    from cato_validate.profile_override import override_profile, without_gateway_latency
 
     d = load_deploy(deploy)
     if profile is not None:
@@ -95,7 +97,9 @@ def validate(
     if seed is not None and seed < 0:
         raise InputError("--seed", str(seed), "an integer >= 0")
     d = d.model_copy(update={"seed": d.seed if seed is None else seed})
-    target = check_target(target) if target is not None else None
+    if target is not None:
+        target = check_target(target)
+        d = without_gateway_latency(d)
     task_types = with_tools(d.task_types, d.tools)
     df = read_trace(trace, set(task_types))
     if out.exists() and not out.is_dir():

@@ -6,6 +6,9 @@ others keep their own. It applies to the live gateway as well as to the simulato
 router's wait estimates, the slack and the SLAs (multiples of profile baselines) then come
 from the same numbers on both sides, so what differs is the engine alone. A profile that
 names none of the DEPLOY's models is bad input.
+
+A live side replayed against ``--target`` does not go through CATO's gateway, so there the
+profiles' gateway_latency_s is 0 on both sides (:func:`without_gateway_latency`).
 """
 
 from __future__ import annotations
@@ -24,5 +27,14 @@ def override_profile(deploy: Deploy, profile: DeviceProfile, source: str) -> Dep
         raise InputError(source, "model", f"one of the DEPLOY's models {known} (got {profile.model!r})")
     models = {
         m: spec.model_copy(update={"profile": profile}) if m in hits else spec for m, spec in deploy.models.items()
+    }
+    return deploy.model_copy(update={"models": models})
+
+
+def without_gateway_latency(deploy: Deploy) -> Deploy:
+    """``deploy`` with every profile's gateway_latency_s at 0: clients reach the serving stack directly."""
+    models = {
+        m: spec.model_copy(update={"profile": deploy.profile(m).model_copy(update={"gateway_latency_s": 0.0})})
+        for m, spec in deploy.models.items()
     }
     return deploy.model_copy(update={"models": models})

@@ -23,7 +23,7 @@ from cato_sim.runner import run_experiment
 from cato_traces.files import write_trace
 from cato_traces.generate import generate_trace
 from cato_validate.deploy_experiment import experiment_from_deploy, with_tools
-from cato_validate.profile_override import override_profile
+from cato_validate.profile_override import override_profile, without_gateway_latency
 from tests.conftest import ROOT
 
 TINY = {
@@ -248,3 +248,13 @@ def test_a_target_that_serves_nothing_ends_the_run(files):
     )
     assert (files / "o" / "live" / "tasks.parquet").is_file()  # every task is there, failed
     assert not (files / "o" / "fidelity.json").exists()
+
+
+def test_without_gateway_latency_zeroes_every_profile_and_nothing_else():
+    d = parse_deploy(deploy_tree(), "d.yaml")
+    d = override_profile(d, d.profile("tiny").model_copy(update={"gateway_latency_s": 0.002}), "p.yaml")
+    o = without_gateway_latency(d)
+    assert d.profile("tiny").gateway_latency_s == 0.002  # the original is unchanged
+    for m in d.models:
+        assert o.profile(m) == d.profile(m).model_copy(update={"gateway_latency_s": 0.0})
+    assert o.models["tiny"].max_num_seqs == 6 and o.source == "d.yaml"

@@ -7,7 +7,8 @@ Without --target, one replica starts through the DEPLOY's provisioner (the time 
 be ready is the profile's cold_start_s) and stops at the end, also on Ctrl-C. With --target,
 an OpenAI-compatible vLLM already running is measured (cold_start_s: --cold-start-s, else
 the DEPLOY profile's). Then the grid (cato_live.profiling.grid) is timed and the step model
-fitted (cato_profiles.fit.fit_measured_profile).
+fitted (cato_profiles.fit.fit_measured_profile), and lone calls through an in-process CATO
+gateway over the replica give the profile's gateway_latency_s (cato_live.profiling.gateway_hop).
 
 Exit codes: 0 written; 1 the replica did not start or could not be measured; 2 bad input
 (one line naming the file or option, the field and what was expected); 130 interrupted.
@@ -119,6 +120,7 @@ async def _run(provisioner, *, deploy, d, model, out, target, name, device, repe
         server_facts,
         started_replica,
     )
+    from cato_live.profiling.gateway_hop import PAIRS, measure_gateway_hop
     from cato_live.profiling.grid import design_grid
     from cato_live.profiling.measure import Client, MeasureError, Profiler
     from cato_live.progress_bar import status_progress
@@ -154,6 +156,9 @@ async def _run(provisioner, *, deploy, d, model, out, target, name, device, repe
         )
         try:
             points = await profiler.run()
+            progress.update(bar, status="the gateway's hop")
+            hop_bar = progress.add_task("through the gateway", total=PAIRS, status="")
+            hop = await measure_gateway_hop(d, model, client, lambda: progress.update(hop_bar, advance=1))
         except MeasureError as e:
             progress.stop()
             console.print(f"error: measuring {replica.url}: {e}", markup=False, highlight=False, soft_wrap=True)
@@ -194,6 +199,7 @@ async def _run(provisioner, *, deploy, d, model, out, target, name, device, repe
             for part in dict.fromkeys(p.part for p in points)
         ),
         f"kv_capacity_tokens: {facts.kv_basis}.",
+        f"{hop.describe(d.router)}.",
     ]
     steps = MeasuredSteps(
         [p.part for p in points],
@@ -212,13 +218,14 @@ async def _run(provisioner, *, deploy, d, model, out, target, name, device, repe
         cold_start_s=cold,
         cold_start_basis=cold_basis,
         basis=basis,
-    )
+    ).model_copy(update={"gateway_latency_s": float(f"{hop.seconds:.6g}")})
     write_profile(prof, out, generated_by="cato-live profile")
     console.print(
         f"wrote {out}: floor {prof.linear_floor_s * 1e3:.3f} ms, overhead {prof.overhead_s * 1e3:.3f} ms, "
         f"per token {prof.per_token_s * 1e6:.3f} us, per sequence {prof.per_seq_s * 1e3:.3f} ms, "
         f"prefill_attn {prof.prefill_attn_s:.3g} s, "
         f"decode_ctx {prof.decode_ctx_s:.3g} s, request latency {prof.request_latency_s * 1e3:.2f} ms, "
+        f"gateway latency {prof.gateway_latency_s * 1e3:.2f} ms, "
         f"front end on a busy engine {prof.frontend_cpu_s * 1e3:.2f} ms, "
         f"cold start {prof.cold_start_s:.1f} s ({time.perf_counter() - t0:.0f} s)",
         markup=False,
