@@ -231,3 +231,29 @@ def test_cases_the_index_leaves_to_the_scan():
     # a filtered list (a retried call avoids a replica) and a second index over the same replicas
     assert type(list(p.ready)) is list
     assert ReadyReplicas(p.ready).broken
+
+
+def index_state(ready: ReadyReplicas) -> tuple:
+    return list(ready.quiet), set(ready.suspects()), set(ready._empty_prompt), dict(ready._pos), ready.broken
+
+
+def test_a_replica_added_at_the_end_is_indexed_as_a_rebuild_would():
+    profile = round_profile()
+    ks = [ReplicaState(f"k{i}", "m", profile, 4) for i in range(6)]
+    ks[2].enqueue(request(1, 100, 10, 0.0, 5.0, True))  # a queue and nothing running: a suspect
+    ks[3].enqueue(request(2, 100, 10, 0.0, 5.0, True))
+    ks[3].take(0.0)  # running, but its history is unknown: evaluated until it is quiet
+    ready = ReadyReplicas()
+    for k in ks[:4]:
+        ready.append(k)
+    ready.insert(len(ready), ks[4])
+    ready.insert(99, ks[5])  # past the end, as list.insert allows: still the end
+    built = index_state(ready)
+    ready._rebuild()
+    assert built == index_state(ready)
+    assert ready.quiet == [0, 1, 4, 5] and set(ready.suspects()) == {ks[2], ks[3]}
+    # elsewhere than the end, or another profile: rebuilt, with every position moved
+    ready.insert(0, ReplicaState("first", "m", profile, 4))
+    assert ready.quiet == [0, 1, 2, 5, 6] and ready.position(ks[5]) == 6
+    ready.append(ReplicaState("other", "m", round_profile(overhead_s=0.5), 4))
+    assert ready.broken
