@@ -8,6 +8,7 @@ these coefficients, so every step takes exactly ``factor`` times as long (up to 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from cato_core.profile import DeviceProfile
@@ -15,7 +16,7 @@ from cato_core.profile import DeviceProfile
 
 def time_fields(profile: DeviceProfile) -> list[str]:
     """The profile's durations: its fields named ``*_s``."""
-    return [name for name in type(profile).model_fields if name.endswith("_s")]
+    return [f.name for f in dataclasses.fields(profile) if f.name.endswith("_s")]
 
 
 def slowed(profile: DeviceProfile, factor: float) -> DeviceProfile:
@@ -26,10 +27,9 @@ def slowed(profile: DeviceProfile, factor: float) -> DeviceProfile:
         return profile
     scaled = {name: getattr(profile, name) * factor for name in time_fields(profile)}
     note = f"every duration x{factor:g} (cato_core.profile_speed.slowed)"
-    return profile.model_copy(
-        update={
-            **scaled,
-            "name": f"{profile.name}@x{factor:g}",
-            "provenance": f"{profile.provenance.rstrip()}\n{note}".lstrip(),
-        }
+    return dataclasses.replace(
+        profile,
+        **scaled,
+        name=f"{profile.name}@x{factor:g}",
+        provenance=f"{profile.provenance.rstrip()}\n{note}".lstrip(),
     )

@@ -26,6 +26,7 @@ DIR/
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -135,7 +136,7 @@ def _slowed_profile(spec_profile: str, factor: float, out: Path) -> str:
     prof = slowed(load_profile(spec_profile), factor)
     path = out / "profiles" / f"{prof.name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(prof.model_dump(), sort_keys=False))
+    path.write_text(yaml.safe_dump(dataclasses.asdict(prof), sort_keys=False))
     return str(path.resolve())
 
 

@@ -31,6 +31,7 @@ Exit codes: 0 the report is written (whether or not the goals are met); 1 a live
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -229,7 +230,7 @@ def _report(
         "inputs": {
             **inputs,
             "trace_sha256": _sha256(trace),
-            "profiles": {m: d.profile(m).model_dump(mode="json") for m in d.models},
+            "profiles": {m: dataclasses.asdict(d.profile(m)) for m in d.models},
             "versions": versions(VERSIONED),
         },
         **report,

@@ -19,6 +19,7 @@ keeps calls in its own priority queues and never sends a replica more than
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def experiment_from_deploy(
     models = {}
     for name, spec in deploy.models.items():
         path = (profile_dir / f"{name}.yaml").resolve()
-        path.write_text(yaml.safe_dump(deploy.profile(name).model_dump(mode="json"), sort_keys=False))
+        path.write_text(yaml.safe_dump(dataclasses.asdict(deploy.profile(name)), sort_keys=False))
         models[name] = ModelSpec(
             profile=str(path),
             replicas=spec.replicas,

@@ -13,6 +13,8 @@ profiles' gateway_latency_s is 0 on both sides (:func:`without_gateway_latency`)
 
 from __future__ import annotations
 
+import dataclasses
+
 from cato_core.errors import InputError
 from cato_core.profile import DeviceProfile
 from cato_live.deploy import Deploy
@@ -34,7 +36,7 @@ def override_profile(deploy: Deploy, profile: DeviceProfile, source: str) -> Dep
 def without_gateway_latency(deploy: Deploy) -> Deploy:
     """``deploy`` with every profile's gateway_latency_s at 0: clients reach the serving stack directly."""
     models = {
-        m: spec.model_copy(update={"profile": deploy.profile(m).model_copy(update={"gateway_latency_s": 0.0})})
+        m: spec.model_copy(update={"profile": dataclasses.replace(deploy.profile(m), gateway_latency_s=0.0)})
         for m, spec in deploy.models.items()
     }
     return deploy.model_copy(update={"models": models})

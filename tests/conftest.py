@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def round_profile(**over) -> DeviceProfile:
 def profile_file(tmp_path):
     def write(**over) -> Path:
         p = tmp_path / "round.yaml"
-        p.write_text(yaml.safe_dump(round_profile(**over).model_dump()))
+        p.write_text(yaml.safe_dump(dataclasses.asdict(round_profile(**over))))
         return p
 
     return write

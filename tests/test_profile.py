@@ -5,6 +5,8 @@ floor at T = 10); attention 1 us per unit of A; decode 10 us per context token; 
 2 ms per sequence given a token (S).
 """
 
+import dataclasses
+
 import pytest
 import yaml
 
@@ -26,7 +28,7 @@ def test_floor_defaults_to_zero_and_must_not_be_negative(tmp_path, profile_file)
     with pytest.raises(ValueError, match="linear_floor_s"):
         round_profile(linear_floor_s=-0.001)
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({**round_profile().model_dump(), "linear_floor_s": -0.001}))
+    bad.write_text(yaml.safe_dump({**dataclasses.asdict(round_profile()), "linear_floor_s": -0.001}))
     with pytest.raises(InputError) as e:
         load_profile(bad)
     assert e.value.field == "linear_floor_s"
@@ -34,7 +36,7 @@ def test_floor_defaults_to_zero_and_must_not_be_negative(tmp_path, profile_file)
 
 
 def test_profile_without_the_field_loads_as_plain_line(tmp_path):
-    data = round_profile().model_dump()
+    data = dataclasses.asdict(round_profile())
     del data["linear_floor_s"]
     p = tmp_path / "old.yaml"
     p.write_text(yaml.safe_dump(data))

@@ -7,6 +7,7 @@ that never becomes ready is a live failure: exit 1 with its log's tail.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import subprocess
@@ -122,11 +123,11 @@ def test_with_tools_leaves_task_types_without_those_tools_alone():
 
 def test_profile_override_by_served_name_or_key():
     d = parse_deploy(deploy_tree(), "d.yaml")
-    p = load_profile("codellama-7b_a100").model_copy(update={"model": "cato-tiny", "overhead_s": 0.001})
+    p = dataclasses.replace(load_profile("codellama-7b_a100"), model="cato-tiny", overhead_s=0.001)
     o = override_profile(d, p, "p.yaml")
     assert o.profile("tiny") == p and o.profile("other") == d.profile("other")
     assert o.source == "d.yaml" and d.profile("tiny").overhead_s == 0.003  # the original is unchanged
-    assert override_profile(d, p.model_copy(update={"model": "other"}), "p.yaml").profile("other").overhead_s == 0.001
+    assert override_profile(d, dataclasses.replace(p, model="other"), "p.yaml").profile("other").overhead_s == 0.001
     with pytest.raises(InputError) as e:
         override_profile(d, load_profile("codellama-7b_a100"), "codellama-7b_a100")
     assert str(e.value) == (
@@ -252,9 +253,9 @@ def test_a_target_that_serves_nothing_ends_the_run(files):
 
 def test_without_gateway_latency_zeroes_every_profile_and_nothing_else():
     d = parse_deploy(deploy_tree(), "d.yaml")
-    d = override_profile(d, d.profile("tiny").model_copy(update={"gateway_latency_s": 0.002}), "p.yaml")
+    d = override_profile(d, dataclasses.replace(d.profile("tiny"), gateway_latency_s=0.002), "p.yaml")
     o = without_gateway_latency(d)
     assert d.profile("tiny").gateway_latency_s == 0.002  # the original is unchanged
     for m in d.models:
-        assert o.profile(m) == d.profile(m).model_copy(update={"gateway_latency_s": 0.0})
+        assert o.profile(m) == dataclasses.replace(d.profile(m), gateway_latency_s=0.0)
     assert o.models["tiny"].max_num_seqs == 6 and o.source == "d.yaml"

@@ -17,6 +17,7 @@ Exit codes: 0 written; 1 the replica did not start or could not be measured; 2 b
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import os
 import signal
@@ -218,7 +219,8 @@ async def _run(provisioner, *, deploy, d, model, out, target, name, device, repe
         cold_start_s=cold,
         cold_start_basis=cold_basis,
         basis=basis,
-    ).model_copy(update={"gateway_latency_s": float(f"{hop.seconds:.6g}")})
+    )
+    prof = dataclasses.replace(prof, gateway_latency_s=float(f"{hop.seconds:.6g}"))
     write_profile(prof, out, generated_by="cato-live profile")
     console.print(
         f"wrote {out}: floor {prof.linear_floor_s * 1e3:.3f} ms, overhead {prof.overhead_s * 1e3:.3f} ms, "

@@ -34,6 +34,7 @@ limits. The served name defaults to the model key, so requests need no renaming.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import sys
@@ -216,7 +217,7 @@ class EmulatorProvisioner:
             self._profile_dir = Path(tempfile.mkdtemp(prefix="cato-emulator-profiles-"))
         path = self._profile_dir / f"{model.replace('/', '_')}.yaml"
         if not path.exists():
-            path.write_text(yaml.safe_dump(p.model_dump(mode="json"), sort_keys=False))
+            path.write_text(yaml.safe_dump(dataclasses.asdict(p), sort_keys=False))
         return str(path)
 
     # -- internals ----------------------------------------------------------------------

@@ -29,6 +29,7 @@ it finished, e.g. by Ctrl-C).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import json
 import math
@@ -461,7 +462,7 @@ def write_summary(out: Path, args: dict, cfg: ReplayConfig, result: ReplayResult
         "replicas_from": result.replicas_from,
         "config": {
             **args,
-            "profile": cfg.profile.model_dump(mode="json"),
+            "profile": dataclasses.asdict(cfg.profile),
             "task_types": {k: t.model_dump(mode="json") for k, t in cfg.task_types.items()},
         },
         **summarize(tasks, replicas, acc),
