@@ -153,9 +153,19 @@ class Deploy(Strict):
         return p
 
 
+# A ``profile`` is a name or path (str) or inline fields (DeviceProfile): pydantic reports each
+# branch of the union, under the branch's name, which is no DEPLOY field.
+_PROFILE_BRANCHES = ("str", "DeviceProfile")
+
+
 def _error(e: ValidationError, source: str, prefix: str = "") -> InputError:
-    err = e.errors()[0]
-    field = prefix + ".".join(str(x) for x in err["loc"]) if err["loc"] else (prefix.rstrip(".") or "(top level)")
+    errors = e.errors()
+    err = errors[0]
+    if err["loc"][-2:] == ("profile", "str") and isinstance(err["input"], dict):
+        # inline fields: the DeviceProfile branch says which one is wrong
+        err = next((x for x in errors if x["loc"][: len(err["loc"])] == (*err["loc"][:-1], "DeviceProfile")), err)
+    loc = [x for i, x in enumerate(err["loc"]) if not (i and err["loc"][i - 1] == "profile" and x in _PROFILE_BRANCHES)]
+    field = prefix + ".".join(str(x) for x in loc) if loc else (prefix.rstrip(".") or "(top level)")
     return InputError(source, field, err["msg"].removeprefix("Value error, "))
 
 

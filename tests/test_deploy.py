@@ -86,18 +86,21 @@ def test_profile_path_is_relative_to_the_deploy_file(tmp_path, profile_file):
     assert load_deploy(tmp_path / "deploy.yaml").profile("m").name == "round"
 
 
+INLINE = {
+    "name": "x",
+    "model": "m",
+    "device": "cpu",
+    "overhead_s": 0.01,
+    "per_token_s": 0.001,
+    "prefill_attn_s": 0,
+    "decode_ctx_s": 0,
+    "kv_capacity_tokens": 1000,
+    "cold_start_s": 1,
+}
+
+
 def test_inline_profile():
-    inline = {
-        "name": "x",
-        "model": "m",
-        "device": "cpu",
-        "overhead_s": 0.01,
-        "per_token_s": 0.001,
-        "prefill_attn_s": 0,
-        "decode_ctx_s": 0,
-        "kv_capacity_tokens": 1000,
-        "cold_start_s": 1,
-    }
+    inline = INLINE
     assert parse_deploy(tree(models={"m": {"profile": inline}}), "d.yaml").profile("m").overhead_s == 0.01
 
 
@@ -147,6 +150,14 @@ def test_inline_profile():
             {"models": {"m": {"profile": "nope"}}},
             "d.yaml: models.m.profile: a profile file or one of ['cato-tiny_cpu', 'codellama-7b_910b4', 'codellama-7b_a100', "
             "'starcoder2-7b_910b4'] (nope)",
+        ),
+        (  # inline fields: the field that is wrong, not the union's other branch (a name)
+            {"models": {"m": {"profile": {**INLINE, "overhead_s": -1}}}},
+            "d.yaml: models.m.profile.overhead_s: Input should be greater than or equal to 0",
+        ),
+        (
+            {"models": {"m": {"profile": {**INLINE, "colour": "red"}}}},
+            "d.yaml: models.m.profile.colour: Unexpected keyword argument",
         ),
         (
             {"models": {"m": {"profile": "codellama-7b_a100", "max_num_seqs": 0}}},
