@@ -94,7 +94,8 @@ async def measure_gateway_hop(
             url = gw.url + "/v1/completions"
 
             async def via_gateway(i: int) -> float:
-                body = {"model": model, "prompt": client.prompt(PROMPT_TOKENS), "max_tokens": 2, "ignore_eos": True}
+                prompt = client.prompt(PROMPT_TOKENS)
+                body = {"model": model, "prompt": prompt, "max_tokens": 2, "ignore_eos": True, "temperature": 0.0}
                 sent = clock()
                 headers = request_headers(task_type, f"hop-{i}", node, 60.0, sent + 60.0, sent)
                 res = await stream_completion(session, url, body, headers, clock, client.timeout_s)
