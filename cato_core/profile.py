@@ -50,10 +50,10 @@ Profiles are data files (cato_profiles/*.yaml) that say where their numbers come
 
 A profile is a frozen pydantic dataclass, not a BaseModel: the engine, the replica state and
 the routers read its numbers on every step and every decision, and a BaseModel's attribute
-hook makes each read about four times slower (28 against 7 ns). Copy one with ``dataclasses.replace`` (it validates again) and
-dump it with ``dataclasses.asdict``. Its constraints are in the types (NonNegativeFloat), not
-in ``Field(...)`` defaults: a FieldInfo left on the class as a required field's default makes
-every read of that field as slow again.
+hook makes each read about four times slower (28 against 7 ns). Copy one with
+``dataclasses.replace`` (it validates again) and dump it with ``dataclasses.asdict``. Its
+constraints are in the types (NonNegativeFloat), not in ``Field(...)`` defaults: a FieldInfo
+left on the class as a required field's default makes every read of that field as slow again.
 """
 
 from __future__ import annotations

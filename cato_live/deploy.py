@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError, model_validator
 
 from cato_core.errors import InputError
 from cato_core.presets import resolve_preset
@@ -30,10 +30,21 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _profile_form(value: Any) -> str:
+    return "inline" if isinstance(value, dict | DeviceProfile) else "name"
+
+
+# A shipped name or YAML path, or the profile's fields inline. The form is picked from the value,
+# so a bad inline profile is checked as a profile only (an error names its wrong field).
+ProfileRef = Annotated[
+    Annotated[str, Tag("name")] | Annotated[DeviceProfile, Tag("inline")], Discriminator(_profile_form)
+]
+
+
 class ModelDeploy(Strict):
     """One model the gateway serves, under the name clients put in ``model``."""
 
-    profile: str | DeviceProfile  # shipped name, YAML path, or the profile's fields inline
+    profile: ProfileRef
     served_model: str | None = None  # the name the backend knows it by (None: the models key)
     max_num_seqs: int = Field(default=256, ge=1)  # calls in flight per replica (vLLM's --max-num-seqs)
     replicas: int = Field(default=1, ge=0)  # started with the gateway
@@ -153,18 +164,12 @@ class Deploy(Strict):
         return p
 
 
-# A ``profile`` is a name or path (str) or inline fields (DeviceProfile): pydantic reports each
-# branch of the union, under the branch's name, which is no DEPLOY field.
-_PROFILE_BRANCHES = ("str", "DeviceProfile")
-
-
 def _error(e: ValidationError, source: str, prefix: str = "") -> InputError:
-    errors = e.errors()
-    err = errors[0]
-    if err["loc"][-2:] == ("profile", "str") and isinstance(err["input"], dict):
-        # inline fields: the DeviceProfile branch says which one is wrong
-        err = next((x for x in errors if x["loc"][: len(err["loc"])] == (*err["loc"][:-1], "DeviceProfile")), err)
-    loc = [x for i, x in enumerate(err["loc"]) if not (i and err["loc"][i - 1] == "profile" and x in _PROFILE_BRANCHES)]
+    err = e.errors()[0]
+    # a profile's form (ProfileRef's tag) is in the location, but it is no DEPLOY field
+    loc = [
+        x for i, x in enumerate(err["loc"]) if not (i and err["loc"][i - 1] == "profile" and x in ("name", "inline"))
+    ]
     field = prefix + ".".join(str(x) for x in loc) if loc else (prefix.rstrip(".") or "(top level)")
     return InputError(source, field, err["msg"].removeprefix("Value error, "))
 
