@@ -84,7 +84,7 @@ def test_vllm_samples_reads_the_first_sample_of_each_vllm_metric():
 
 
 class ScriptedProfiler(Profiler):
-    """The Profiler's rounds with its three samplers replaced by a script, to check the
+    """The Profiler's rounds with its samplers replaced by a script, to check the
     order of the samples and how they are combined; tests/live/test_profile_vllm.py runs the
     real samplers against vLLM."""
 
@@ -108,8 +108,9 @@ class ScriptedProfiler(Profiler):
     async def mixed(self, n, p):
         return await self._take(f"m{n},{p}", (n + p) / 1e3)
 
-    async def arrival(self, n, p):
-        return await self._take(f"a{n}", 0.002)
+    async def arrival(self, n, p):  # one sample per arrival, as the real sampler gives
+        got = await self._take(f"a{n}", 0.002)
+        return None if got is None else [got]
 
 
 def test_profiler_measures_in_rounds_reversed_every_other_round():
@@ -139,3 +140,22 @@ def test_profiler_measures_in_rounds_reversed_every_other_round():
     assert prof.skipped == ["no clean mixed step seen for n=1 p=64 in 12 tries (a busy machine?)"]
     # C of the decode point: the median of its samples' C (calls 3, 14 and 19, times 10)
     assert points[2].decode_ctx == 140.0 and points[1].prefill_attn == 64.0 * 64
+
+
+def test_the_arrival_point_is_the_median_of_every_arrival_of_every_round():
+    """Rounds bring 3, 1 and 1 arrivals: the point is the median of all five (3 ms), not of
+    the rounds' medians (10 ms)."""
+    import asyncio
+    import dataclasses
+
+    class Arrivals3(ScriptedProfiler):
+        rounds = iter([[1e-3, 2e-3, 3e-3], [10e-3], [11e-3]])
+
+        async def arrival(self, n, p):
+            return [(x, 500.0) for x in next(self.rounds)]
+
+    grid = dataclasses.replace(
+        design_grid(8, 2048, repeats=3), prefill_tokens=(), decode_seqs=(), decode_contexts=(), mixed_seqs=()
+    )
+    (pt,) = asyncio.run(Arrivals3(grid).run())
+    assert (pt.part, pt.seconds, pt.decode_ctx, pt.tokens, pt.seqs) == ("arrival", 3e-3, 500.0, 68, 5)

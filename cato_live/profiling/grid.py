@@ -73,6 +73,7 @@ class Grid:
             )
             + f"{self.repeats} rounds over the grid (its order reversed every other round), "
             "a point's median over the rounds"
+            + ("; the arrival point's over every arrival of every round" if self.arrival_seqs else "")
         )
 
 

@@ -324,11 +324,28 @@ async def decode_beside_arrivals(
     return list(streams), list(arrived)
 
 
+def point(part: str, args: tuple[int, ...], label: str, samples: list[tuple[float, float]]) -> Point:
+    """A grid point from its samples, (seconds, C), of every round: their medians."""
+    seconds = statistics.median(s for s, _ in samples)
+    ctx = float(statistics.median(c for _, c in samples))
+    if part == "prefill":
+        (p,) = args
+        return Point(part, p, float(p * p), 0.0, 1, seconds, label)
+    if part == "decode":
+        n, _ = args
+        return Point(part, n, 0.0, ctx, n, seconds, label)
+    # n decoders and a prompt whose first token ends the step (for "arrival": the seconds an
+    # arrival cost, with T, A, C and S of the mixed step it brings)
+    n, p = args
+    return Point(part, n + p, float(p * p), ctx, n + 1, seconds, label)
+
+
 class Profiler:
     """Runs a Grid's points on one replica; ``tick(label)`` after each measurement.
 
-    The grid is measured in rounds: each round takes one sample of every point, in the
-    grid's order, reversed every other round; a point's time is the median of its samples.
+    The grid is measured in rounds: each round takes one sample of every point (of the arrival
+    point, one per arrival), in the grid's order, reversed every other round; a point's time
+    is the median of its samples.
     A shared machine has slow spells that last seconds (a lone decode measured 4-6 ms a
     step in one minute and 3-4 ms in the next), so samples of one point taken back to back
     would all land in one spell and skew the fit; spread over the run, the spells hit every
@@ -391,12 +408,16 @@ class Profiler:
                 held.append(g.mixed_context + sum(a.tokens[:i]))
         return (statistics.median(step), statistics.median(held) * n) if step else None
 
-    async def arrival(self, n: int, p: int) -> tuple[float, float] | None:
+    async def arrival(self, n: int, p: int) -> list[tuple[float, float]] | None:
         """Engine seconds one arriving prompt cost n decoders: p-token prompts (one output token)
         arrive as a Poisson stream while they decode; each arrival's excess (arrival_excess) in
-        each decoder's stream, the median over them: (seconds per arrival, C at mid-run). The
-        median, not the mean: on a shared host a few arrivals meet a stall of the machine (up
-        to 20 ms here), which the mean would charge to every arrival."""
+        each decoder's stream is a sample of its own: [(seconds per arrival, C at mid-run)].
+
+        The point's time is then the median over every arrival of every round, not a median of
+        round medians: a round holds only about a dozen arrivals, so its median is itself
+        noisy, and the profile's frontend_cpu_s rests on this one point. The median, not the mean:
+        on a shared host a few arrivals meet a stall of the machine (up to 20 ms here), which
+        the mean would charge to every arrival."""
         g = self.grid
         decoders, arrived = await decode_beside_arrivals(
             self.client, n, g.mixed_context, g.arrival_decode_tokens, g.arrival_rate, p
@@ -406,7 +427,8 @@ class Profiler:
         run = steady_step(list(decoders))
         if not excess or run is None:
             return None
-        return statistics.median(excess), n * (g.mixed_context + run[1])
+        context = n * (g.mixed_context + run[1])
+        return [(x, context) for x in excess]
 
     def _jobs(self) -> list[tuple[str, Callable, tuple[int, ...], str]]:
         """(part, sampler, its arguments, label) of every grid point, in the grid's order."""
@@ -419,14 +441,15 @@ class Profiler:
             jobs.append(("arrival", self.arrival, (n, p), f"n={n} p={p} at {g.arrival_rate:g}/s"))
         return jobs
 
-    async def _sample(self, sampler: Callable, args: tuple[int, ...]) -> tuple[float, float] | None:
-        """One clean sample of a point, trying again (up to RETRIES) when stalls spoil it."""
+    async def _sample(self, sampler: Callable, args: tuple[int, ...]) -> list[tuple[float, float]]:
+        """A round's clean samples of a point (one, or one per arrival), trying again (up to
+        RETRIES) when stalls spoil it; [] if they all did."""
         if self.shared:
             await self.client.wait_idle()
         for _ in range(RETRIES):
             if (got := await sampler(*args)) is not None:
-                return got
-        return None
+                return got if isinstance(got, list) else [got]
+        return []
 
     async def run(self) -> list[Point]:
         """Warm up, then measure every point of the grid, ``repeats`` rounds."""
@@ -437,9 +460,8 @@ class Profiler:
             for i in range(len(jobs)) if r % 2 == 0 else range(len(jobs) - 1, -1, -1):
                 part, sampler, args, label = jobs[i]
                 got = await self._sample(sampler, args)
-                if got is not None:
-                    samples[i].append(got)
-                self.tick(f"{part} {label}" if got is not None else f"{part} {label}: spoiled")
+                samples[i].extend(got)
+                self.tick(f"{part} {label}" if got else f"{part} {label}: spoiled")
         points = []
         for (part, _, args, label), got in zip(jobs, samples, strict=True):
             if not got:
@@ -448,18 +470,7 @@ class Profiler:
                     f"no {what} seen for {label} in {self.grid.repeats * RETRIES} tries (a busy machine?)"
                 )
                 continue
-            seconds = statistics.median(s for s, _ in got)
-            ctx = float(statistics.median(c for _, c in got))
-            if part == "prefill":
-                (p,) = args
-                points.append(Point(part, p, float(p * p), 0.0, 1, seconds, label))
-            elif part == "decode":
-                n, _ = args
-                points.append(Point(part, n, 0.0, ctx, n, seconds, label))
-            else:  # n decoders and a prompt whose first token ends the step (for "arrival": the
-                # seconds an arrival cost, with T, A, C and S of the mixed step it brings)
-                n, p = args
-                points.append(Point(part, n + p, float(p * p), ctx, n + 1, seconds, label))
+            points.append(point(part, args, label, got))
         if len(points) < len(jobs) / 2:
             raise MeasureError(
                 f"{len(jobs) - len(points)} of {len(jobs)} points could not be timed; first: {self.skipped[0]}"
