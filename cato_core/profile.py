@@ -51,16 +51,18 @@ Profiles are data files (cato_profiles/*.yaml) that say where their numbers come
 A profile is a frozen pydantic dataclass, not a BaseModel: the engine, the replica state and
 the routers read its numbers on every step and every decision, and a BaseModel's attribute
 hook makes each read about four times slower (28 against 7 ns). Copy one with
-``dataclasses.replace`` (it validates again) and dump it with ``dataclasses.asdict``. Its
+``dataclasses.replace`` (it validates again) and write it with ``save_profile``. Its
 constraints are in the types (NonNegativeFloat), not in ``Field(...)`` defaults: a FieldInfo
 left on the class as a required field's default makes every read of that field as slow again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from importlib import resources
 from pathlib import Path
 
+import yaml
 from pydantic import ConfigDict, NonNegativeFloat, PositiveInt, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
@@ -180,6 +182,15 @@ def load_profile(ref: str | Path) -> DeviceProfile:
     except ValidationError as e:
         err = e.errors()[0]
         raise InputError(source, ".".join(map(str, err["loc"])) or "profile", err["msg"]) from None
+
+
+def save_profile(profile: DeviceProfile, path: str | Path) -> Path:
+    """Write ``profile`` as a plain YAML file that load_profile reads back equal: a derived
+    profile (a slowed copy, an inline one from a DEPLOY) handed to a simulation by path.
+    Measured and shipped profiles are written with their header by cato_profiles.fit."""
+    path = Path(path)
+    path.write_text(yaml.safe_dump(dataclasses.asdict(profile), sort_keys=False))
+    return path
 
 
 def shipped_profiles() -> list[str]:

@@ -26,7 +26,6 @@ DIR/
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -35,10 +34,9 @@ from itertools import combinations
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from cato_core.errors import InputError
-from cato_core.profile import load_profile
+from cato_core.profile import load_profile, save_profile
 from cato_core.profile_speed import slowed
 from cato_report.summary import PERCENTILES
 from cato_sim.experiment import Experiment
@@ -136,7 +134,7 @@ def _slowed_profile(spec_profile: str, factor: float, out: Path) -> str:
     prof = slowed(load_profile(spec_profile), factor)
     path = out / "profiles" / f"{prof.name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(dataclasses.asdict(prof), sort_keys=False))
+    save_profile(prof, path)
     return str(path.resolve())
 
 

@@ -19,12 +19,10 @@ keeps calls in its own priority queues and never sends a replica more than
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
-import yaml
-
+from cato_core.profile import save_profile
 from cato_core.tasks import TaskType
 from cato_live.deploy import Deploy
 from cato_sim.experiment import ClusterSpec, Experiment, ModelSpec, Setup, TraceSpec
@@ -80,7 +78,7 @@ def experiment_from_deploy(
     models = {}
     for name, spec in deploy.models.items():
         path = (profile_dir / f"{name}.yaml").resolve()
-        path.write_text(yaml.safe_dump(dataclasses.asdict(deploy.profile(name)), sort_keys=False))
+        save_profile(deploy.profile(name), path)
         models[name] = ModelSpec(
             profile=str(path),
             replicas=spec.replicas,

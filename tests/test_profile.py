@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from cato_core.errors import InputError
-from cato_core.profile import DeviceProfile, load_profile, shipped_profiles
+from cato_core.profile import DeviceProfile, load_profile, save_profile, shipped_profiles
 from tests.conftest import round_profile
 
 FLOORED = round_profile(linear_floor_s=0.02, prefill_attn_s=1e-6, decode_ctx_s=1e-5)
@@ -160,3 +160,14 @@ def test_per_seq_s_is_paid_per_sequence_given_a_token_outside_the_floor():
     assert PER_SEQ.decode_run_s(5, 1000, 3) == exact(3 * 0.03 + 3015 * 1e-5)
     assert PER_SEQ.decode_steps_within(5, 1000, 0.04) == 1  # the first step ends at 0.04
     assert PER_SEQ.decode_steps_within(5, 1000, 0.08005) == 2  # the second at 0.08005
+
+
+def test_a_saved_profile_loads_back_equal(tmp_path):
+    """Every field survives, the optional ones and the provenance's line breaks included."""
+    prof = dataclasses.replace(
+        PER_SEQ, request_latency_s=0.005, gateway_latency_s=0.0015, frontend_cpu_s=0.004, provenance="a\nb"
+    )
+    assert load_profile(save_profile(prof, tmp_path / "p.yaml")) == prof
+    assert load_profile(save_profile(load_profile("codellama-7b_a100"), tmp_path / "c.yaml")) == load_profile(
+        "codellama-7b_a100"
+    )

@@ -34,7 +34,6 @@ limits. The served name defaults to the model key, so requests need no renaming.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import shutil
 import sys
@@ -44,11 +43,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cato_core.errors import InputError
-from cato_core.profile import DeviceProfile
+from cato_core.profile import DeviceProfile, save_profile
 from cato_live.provisioners.base import ReplicaHandle
 from cato_live.provisioners.child_process import ChildProcess, ChildStartError, free_port, lists_model
 
@@ -217,7 +215,7 @@ class EmulatorProvisioner:
             self._profile_dir = Path(tempfile.mkdtemp(prefix="cato-emulator-profiles-"))
         path = self._profile_dir / f"{model.replace('/', '_')}.yaml"
         if not path.exists():
-            path.write_text(yaml.safe_dump(dataclasses.asdict(p), sort_keys=False))
+            save_profile(p, path)
         return str(path)
 
     # -- internals ----------------------------------------------------------------------
