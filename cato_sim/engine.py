@@ -15,7 +15,11 @@ kept against a global step counter, so a stretch costs O(log n), not O(n).
 
 A request that reaches a busy engine costs it the profile's frontend_cpu_s (the API server's
 work on the engine's core, cato_core/profile.py): the engine runs that debt before its next
-step, so the running batch pauses and the request's first step comes after it.
+step, so the running batch pauses and the request's first step comes after it. The two take
+turns, as the OS alternates the API server and the engine core: the debt owed at a step
+boundary is paid, then one step runs, and requests that arrived meanwhile pay at the next
+boundary. In a burst, the first arrivals get their tokens while later ones still queue at
+the front end, rather than after every front end of the burst.
 """
 
 from __future__ import annotations
@@ -158,22 +162,30 @@ class Engine:
             callback(*args)
 
     def _next_step(self) -> None:
-        now = self.env.now
-        self._admit(now)
+        self._admit(self.env.now)
         if self._frontend_debt:
-            # The API server's share of the core, before the next step. Admitted first: the
-            # request is in the engine's hands (as the gateway sees it) while its front end runs.
+            # The API server's turn on the core, for the requests that reached it so far (admitted
+            # first: each is in the engine's hands, as the gateway sees it, while its front end
+            # runs); then one engine step. Requests arriving meanwhile pay at the next boundary:
+            # the OS alternates the two processes rather than running every front end first.
             debt, self._frontend_debt = self._frontend_debt, 0.0
-            self._schedule(debt, self._next_step)
+            self._schedule(debt, self._step)
             return
+        self._step()
+
+    def _step(self) -> None:
+        now = self.env.now
         if self._prefilling:
             self._mixed_step()
         elif self._decoding:
-            steps = self._decoding[0][0] - self._steps
+            # a newcomer's front end is owed: one step, then its turn; else on to the next finish
+            steps = 1 if self._frontend_debt else self._decoding[0][0] - self._steps
             n = len(self._decoding)
             self._stretch = (now, n, self._context, steps)
             self._begin_busy(now)
             self._schedule(self.profile.decode_run_s(n, self._context, steps), self._end_stretch, steps)
+        elif self._frontend_debt:  # nothing to run: on to the newcomers' front end
+            self._next_step()
         else:
             self._in_step = False
             if self._busy_since is not None:
