@@ -6,7 +6,9 @@ tasks that have the figure, as cato_report.summary computes them), ``rel_err`` =
 goal: P50 within 10%, P95 within 15%, Goodput within 3 points (``goal_met`` per row). With a
 second live run of the same trace, ``live_spread`` (live2 / live - 1, or live2 - live for
 Goodput) says how much live runs differ among themselves, and ``within_2x_spread`` whether
-the simulator's error is at most twice that. Also the router's wait prediction on each side
+the simulator's error is at most twice that. Under ``calls``, the LLM calls' time per output
+token (cato_report.call_tpot; P50/P95 and their ``rel_err``, no goal): the engine's decode
+speed apart from the queue. Also the router's wait prediction on each side
 (cato_report.wait_prediction) and, given the profiles, how fast each side's engine ran
 against them (cato_report.engine_speed): a live engine far from its profile's speed is
 drift of the machine, which the errors above then carry. Given a simulated run at the live
@@ -30,10 +32,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cato_core.profile import DeviceProfile
+from cato_report.call_tpot import call_tpot
 from cato_report.engine_speed import engine_speed
 from cato_report.wait_prediction import wait_prediction
 
 LATENCY_KEYS = ("ttft_p50", "ttft_p95", "e2e_p50", "e2e_p95")
+TPOT_KEYS = ("tpot_p50", "tpot_p95")
 GOAL = {"p50_rel": 0.10, "p95_rel": 0.15, "goodput_abs": 0.03}
 TASK_COLUMNS = ["task_id", "task_type", "ttft_s", "e2e_s", "met", "status"]
 
@@ -138,6 +142,21 @@ def compare(sim: dict, live: dict, live2: dict | None = None) -> dict:
     return rows
 
 
+def compare_tpot(sim: dict, live: dict, live2: dict | None = None) -> dict:
+    """The calls' TPOT rows of one group, sim beside live (and the live spread): figures to
+    read beside the goal's rows, with no goal of their own."""
+    rows = {"calls": {"sim": sim.get("calls", 0), "live": live.get("calls", 0)}}
+    if live2 is not None:
+        rows["calls"]["live2"] = live2.get("calls", 0)
+    for key in TPOT_KEYS:
+        row = {"sim": sim.get(key), "live": live.get(key), "rel_err": rel_err(sim.get(key), live.get(key))}
+        if live2 is not None:
+            row["live2"] = live2.get(key)
+            row["live_spread"] = rel_err(row["live2"], row["live"])
+        rows[key] = row
+    return rows
+
+
 def goals_met(rows: dict) -> tuple[int, int]:
     """(figures within the goal, figures with a goal) of ``rows``: a report, or its
     ``at_live_speed`` (each with ``overall`` and ``by_task_type``)."""
@@ -204,8 +223,26 @@ def fidelity(
         },
         "goal": dict(GOAL),
     }
+    tpot = {side: call_tpot(dirs[side] / "nodes.parquet", t) for side, t in tables.items()}
+
+    def calls_against_live(side: str, second_live: str | None = None) -> dict:
+        """``side``'s calls' TPOT against live's, overall and per task type."""
+        second = tpot.get(second_live) if second_live else None
+        return {
+            "overall": compare_tpot(tpot[side]["overall"], tpot["live"]["overall"], second and second["overall"]),
+            "by_task_type": {
+                name: compare_tpot(
+                    tpot[side]["by_task_type"].get(name, {}),
+                    tpot["live"]["by_task_type"].get(name, {}),
+                    second["by_task_type"].get(name, {}) if second else None,
+                )
+                for name in names
+            },
+        }
+
+    report["calls"] = calls_against_live("sim", "live2")
     if at_live_speed is not None:
-        report["at_live_speed"] = against_live("sim_at_live_speed")
+        report["at_live_speed"] = against_live("sim_at_live_speed") | {"calls": calls_against_live("sim_at_live_speed")}
     if profiles is not None:
         report["engine_speed"] = {side: engine_speed(d / "nodes.parquet", profiles) for side, d in dirs.items()}
     if live2 is not None:

@@ -53,12 +53,30 @@ def _rows(group: str, g: dict, repeat: bool) -> list[str]:
     return out
 
 
+def _tpot_rows(calls: dict, repeat: bool) -> list[str]:
+    """The calls' TPOT table (cato_report.call_tpot), overall and per task type."""
+    head = ["group", "calls", "TPOT P50 sim", "live", "sim vs live", "TPOT P95 sim", "live", "sim vs live"]
+    if repeat:
+        head.append("live2 vs live, P50 / P95")
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for group, g in [("all", calls["overall"]), *calls["by_task_type"].items()]:
+        p50, p95 = g["tpot_p50"], g["tpot_p95"]
+        cells = [group, str(g["calls"]["live"])]
+        for row in (p50, p95):
+            cells += [_seconds(row["sim"]), _seconds(row["live"]), _signed(row["rel_err"], False)]
+        if repeat:
+            cells.append(f"{_signed(p50.get('live_spread'), False)} / {_signed(p95.get('live_spread'), False)}")
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
 def _status(counts: dict) -> str:
     return ", ".join(f"{n} {s}" for s, n in counts.items()) or "-"
 
 
 def fidelity_markdown(report: dict, inputs: dict) -> str:
-    """The report as markdown: the goal, its inputs, one table row per figure, wait prediction."""
+    """The report as markdown: the goal, its inputs, one table row per figure, the calls' TPOT,
+    wait prediction and engine speed."""
     repeat = "verdict" in report
     head = ["group", "figure", "sim", "live", "sim vs live", "goal", "goal met"]
     if repeat:
@@ -85,6 +103,15 @@ def fidelity_markdown(report: dict, inputs: dict) -> str:
             f"Simulator error within twice the live-vs-live spread on {v['rows_within']} of {v['rows_checked']} "
             f"rows: {'yes' if v['sim_within_2x_live_spread'] else 'no'}."
         )
+    if "calls" in report:
+        lines += [
+            "",
+            "The LLM calls' time per output token (TPOT: (end - first token) / (output tokens - 1), calls of 2 or "
+            "more tokens that ended ok): the engine's decode in the batch it ran in, apart from the queue. A figure "
+            "to read beside the goal's, with no goal of its own.",
+            "",
+            *_tpot_rows(report["calls"], repeat),
+        ]
     if "at_live_speed" in report:
         at = report["at_live_speed"]
         slowdown = report.get("engine_speed", {}).get("live", {}).get("decode_ratio")
@@ -100,6 +127,8 @@ def fidelity_markdown(report: dict, inputs: dict) -> str:
         lines += _rows("all", at["overall"], False)
         for name, g in at["by_task_type"].items():
             lines += _rows(name, g, False)
+        if "calls" in at:
+            lines += ["", *_tpot_rows(at["calls"], False)]
     lines += ["", "Tasks by status:", ""]
     for side, counts in report["overall"]["status"].items():
         lines.append(f"- {side}: {_status(counts)}")

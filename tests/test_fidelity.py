@@ -154,3 +154,53 @@ def test_markdown_table(runs, tmp_path):
     assert "| gen | Goodput | 100.0% | 50.0% | +50.0 pt | ±3 pt | **no** |" in md
     assert "| sim | 3 | 50.0 ms | 96.0% |" in md
     assert "Goal met on 4 of 15 rows." in md
+
+
+def write_calls(folder, tasks, calls):
+    """A run of ``tasks`` (as TASK_ROWS) whose LLM calls are (task_id, first_token_s, end_s,
+    output_tokens, status)."""
+    write_run(folder, tasks, [])
+    rows = [
+        {"task_id": i, "node": "llm", "kind": "llm", "first_token_s": f, "end_s": e, "output_tokens": o, "status": s}
+        for i, f, e, o, s in calls
+    ]
+    pq.write_table(pa.Table.from_pylist(rows, schema=NODES), folder / "nodes.parquet")
+    return folder
+
+
+def test_calls_time_per_output_token(tmp_path):
+    from cato_report.call_tpot import call_tpot
+
+    calls = [
+        ("a", 1.0, 1.4, 5, "ok"),  # 0.4 s over 4 gaps: 0.1
+        ("b", 1.0, 1.6, 4, "ok"),  # 0.2
+        ("c", 2.0, 2.9, 10, "ok"),  # 0.1
+        ("c", 3.0, 3.0, 1, "ok"),  # one token: no gap to time
+        ("d", 1.0, 1.5, 6, "failed"),  # not ended ok
+    ]
+    run = write_calls(tmp_path / "sim", TASK_ROWS["sim"], calls)
+    got = call_tpot(
+        run / "nodes.parquet", pa.Table.from_pylist([{"task_id": r[0], "task_type": r[1]} for r in TASK_ROWS["sim"]])
+    )
+    # three calls, TPOT 0.1, 0.2, 0.1: P50 0.1, P95 0.1 + 0.9 * 0.1
+    assert got["overall"] == {"calls": 3, "tpot_p50": pytest.approx(0.1), "tpot_p95": pytest.approx(0.19)}
+    assert got["by_task_type"]["gen"] == {"calls": 2, "tpot_p50": pytest.approx(0.15), "tpot_p95": pytest.approx(0.195)}
+    assert got["by_task_type"]["sum"] == {"calls": 1, "tpot_p50": pytest.approx(0.1), "tpot_p95": pytest.approx(0.1)}
+
+
+def test_fidelity_compares_the_calls_tpot(tmp_path):
+    sim = write_calls(tmp_path / "sim", TASK_ROWS["sim"], [("a", 0.0, 0.3, 4, "ok"), ("c", 0.0, 0.2, 3, "ok")])
+    live = write_calls(tmp_path / "live", TASK_ROWS["live"], [("a", 0.0, 0.6, 4, "ok"), ("c", 0.0, 0.1, 3, "ok")])
+    live2 = write_calls(tmp_path / "live2", TASK_ROWS["live"], [("a", 0.0, 0.3, 4, "ok")])
+    report = fidelity(sim, live, live2)
+    # sim 0.1 and 0.1; live 0.2 and 0.05 (P50 0.125, P95 0.05 + 0.95 * 0.15); live2 0.1 alone
+    all_ = report["calls"]["overall"]
+    assert all_["calls"] == {"sim": 2, "live": 2, "live2": 1}
+    assert all_["tpot_p50"] == pytest.approx(
+        {"sim": 0.1, "live": 0.125, "rel_err": -0.2, "live2": 0.1, "live_spread": -0.2}
+    )
+    gen = report["calls"]["by_task_type"]["gen"]["tpot_p50"]
+    assert gen == pytest.approx({"sim": 0.1, "live": 0.2, "rel_err": -0.5, "live2": 0.1, "live_spread": -0.5})
+    assert report["calls"]["by_task_type"]["sum"]["tpot_p50"]["live2"] is None  # live2 ran no call of it
+    md = fidelity_markdown(report, {})
+    assert "| all | 2 | 100.0 ms | 125.0 ms | -20.0% | 100.0 ms | 192.5 ms | -48.1% | -20.0% / -48.1% |" in md

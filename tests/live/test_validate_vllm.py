@@ -89,6 +89,12 @@ def test_fidelity_json_has_every_figure_finite_and_within_bounds(validated):
         assert all(finite(row[k]) for k in ("sim", "live", "abs_err", "live2", "live_spread")), (name, row)
         assert 0 <= row["sim"] <= 1 and 0 <= row["live"] <= 1
         assert row["abs_err"] == pytest.approx(row["sim"] - row["live"])
+    calls = report["calls"]["overall"]  # the calls' decode speed (TPOT): every call ran on each side
+    assert calls["calls"]["sim"] == calls["calls"]["live"] == calls["calls"]["live2"] > 0
+    for key in ("tpot_p50", "tpot_p95"):
+        row = calls[key]
+        assert all(finite(row[k]) for k in ("sim", "live", "rel_err", "live2", "live_spread")), (key, row)
+        assert 0 < row["live"] < 1 and abs(row["rel_err"]) < 5, (key, row)
     for side in ("sim", "live", "live2"):
         w = report["wait_prediction"][side]
         assert set(w) == {"median_abs_err_s", "median_abs_rel_err", "calls"}
