@@ -21,11 +21,13 @@ Prints one row per run: the simulator's relative error (sim / live - 1) of P50 a
 and E2E over all tasks, the Goodput error in points, the largest live-vs-live spread of
 those figures, whether every row of fidelity.md met the goal (P50 within 10%, P95 within
 15%, Goodput within 3 points) and whether the simulator's error stayed within twice the
-live spread, and how fast the live engine ran against the row's profile (cato_report.engine_speed:
-the median of measured / profiled time over the calls that ran alone on their replica; far from
-x1.00 means the machine's speed drifted between the profile and the replay), and the same
-errors of validate's second simulation at that speed (sim_at_live_speed). Each run's folder (DIR/<name>/) keeps fidelity.json, fidelity.md and plots;
-DIR/table.md is the table printed.
+live spread, the error of the LLM calls' time per output token (P50 / P95;
+cato_report.call_tpot; no goal: the engine's decode apart from the queue), how fast the live
+engine ran against the row's profile (cato_report.engine_speed: the median of measured /
+profiled time over the calls that ran alone on their replica; far from x1.00 means the
+machine's speed drifted between the profile and the replay), and the same errors of
+validate's second simulation at that speed (sim_at_live_speed). Each run's folder
+(DIR/<name>/) keeps fidelity.json, fidelity.md and plots; DIR/table.md is the table printed.
 
 Cores: each vLLM replica has a core to itself (the whole server pinned, as a GPU replica has
 its device); this process and its children (the gateway, the replayer, the simulator) run on
@@ -93,6 +95,10 @@ def row(name: str, router: str, rate: float, tasks: int, report: dict) -> str:
     within = f"{v['rows_within']}/{v['rows_checked']}" if v else "-"
     speed = report.get("engine_speed", {}).get("live", {})
     ratio = " / ".join("-" if speed.get(k) is None else f"x{speed[k]:.2f}" for k in ("ttft_ratio", "decode_ratio"))
+    calls = report["calls"]["overall"]
+    tpot = " / ".join(
+        "-" if calls[k]["rel_err"] is None else f"{calls[k]['rel_err']:+.1%}" for k in ("tpot_p50", "tpot_p95")
+    )
     at = report.get("at_live_speed")
     if at:
         a = at["overall"]
@@ -104,7 +110,7 @@ def row(name: str, router: str, rate: float, tasks: int, report: dict) -> str:
         at_speed = "-"
     return (
         f"| {name} | {router} | {rate:.2f} | {tasks} | {errs} | {100 * gp['abs_err']:+.1f} pt "
-        f"| {gp['sim']:.1%} / {gp['live']:.1%} | {spread} | {met} | {within} "
+        f"| {gp['sim']:.1%} / {gp['live']:.1%} | {spread} | {met} | {within} | {tpot} "
         f"| {ratio} ({speed.get('lone_calls', 0)}) | {at_speed} |"
     )
 
@@ -155,9 +161,9 @@ def main() -> None:
         f"prompts <= {args.max_prompt}, outputs <= {args.max_output} tokens",
         "",
         "| trace | router | load | tasks | TTFT P50 | TTFT P95 | E2E P50 | E2E P95 | Goodput err "
-        "| Goodput sim / live | max live spread | rows meeting goal | within 2x spread "
+        "| Goodput sim / live | max live spread | rows meeting goal | within 2x spread | calls' TPOT P50 / P95 "
         "| live speed vs profile, TTFT / decode (lone calls) | at live speed: the four errors; Goodput; rows meeting goal |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for router in args.routers.split(","):
         for load in (float(x) for x in args.loads.split(",")):
