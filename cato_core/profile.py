@@ -38,9 +38,9 @@ On vLLM's CPU build the API server runs on the engine's own core. Its work for a
 (reading and checking the body, handing it to the engine) overlaps nothing when the engine
 is idle, and is then inside request_latency_s; when the engine is busy, the two share the
 core: the engine loses that CPU time and the request reaches it that much later.
-frontend_cpu_s is that time per request: the simulator charges it to a busy engine before
-its next step (cato_sim/engine.py). 0 (the default, and every GPU profile, whose front end
-has CPU cores of its own) means none.
+frontend_cpu_s is that time per request: the simulator charges it when the engine admits the
+request into a running batch, before the step it joins (cato_sim/engine.py). 0 (the
+default, and every GPU profile, whose front end has CPU cores of its own) means none.
 
 In a run of decode-only steps the batch size n, hence the linear part max(floor, a + b*n)
 and the per-sequence part per_seq_s * n, is constant; only the context grows (by n a step),

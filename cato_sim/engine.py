@@ -13,13 +13,15 @@ request do not grow with output length. A request queued mid-run cuts that stret
 next step boundary, as vLLM admits new requests between steps. Per-sequence progress is
 kept against a global step counter, so a stretch costs O(log n), not O(n).
 
-A request that reaches a busy engine costs it the profile's frontend_cpu_s (the API server's
-work on the engine's core, cato_core/profile.py): the engine runs that debt before its next
-step, so the running batch pauses and the request's first step comes after it. The two take
-turns, as the OS alternates the API server and the engine core: the debt owed at a step
-boundary is paid, then one step runs, and requests that arrived meanwhile pay at the next
-boundary. In a burst, the first arrivals get their tokens while later ones still queue at
-the front end, rather than after every front end of the burst.
+A request admitted into a running batch costs the engine the profile's frontend_cpu_s (the
+API server's work on the engine's core, cato_core/profile.py), paid before the step it joins:
+the running batch pauses and the request's first step comes after it. Paid at admission, not
+when the request is queued, because that is when the server sees it: CATO's gateway sends a
+replica a call only when it has a free slot (cato_live/gateway/live_pool.py, pump), and the
+engine admits it at the next step boundary. A request admitted into an idle engine overlaps
+nothing: its front end is inside request_latency_s. (A stack that lets vLLM queue more than
+max_num_seqs pays each front end on arrival, earlier in a burst; the simulator does not
+model that.)
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ class Engine:
         self._then: tuple = ()  # (callback, args) to run when _pending fires
         self._on_timeout = self._fire  # bound once: every step appends it
         self._in_step = False
-        self._frontend_debt = 0.0  # API-server CPU owed by requests that arrived while busy
+        self._frontend_cpu = profile.frontend_cpu_s  # read for every admission
+        self._frontend_debt = 0.0  # API-server CPU owed by requests admitted into a running batch
         self._stretch: tuple[float, int, int, int] | None = None  # (start, seqs, context, steps)
         self._busy_since: float | None = None
         self.busy_s = 0.0
@@ -93,8 +96,7 @@ class Engine:
             self._in_step = True
             self._schedule(0.0, self._next_step)
             return
-        self._frontend_debt += self.profile.frontend_cpu_s
-        if self._stretch is not None and (self._can_admit() or self._frontend_debt):
+        if self._stretch is not None and self._can_admit():
             self._cut_stretch()
 
     def abort(self, now: float, why: str) -> None:
@@ -132,6 +134,7 @@ class Engine:
 
     def _admit(self, now: float) -> None:
         queue = self.state.queue
+        frontend = self._frontend_cpu
         while self._seqs < self.max_num_seqs:
             head = queue.peek()
             if head is None:
@@ -145,6 +148,8 @@ class Engine:
             if self.kv_used + need > self.kv_capacity:
                 break
             r = self.state.take(now)
+            if self._seqs and frontend:  # joins a running batch: its front end is on the engine's core
+                self._frontend_debt += frontend
             self.kv_used += need
             self._seqs += 1
             self._prefilling.append(_Seq(r))
@@ -164,10 +169,8 @@ class Engine:
     def _next_step(self) -> None:
         self._admit(self.env.now)
         if self._frontend_debt:
-            # The API server's turn on the core, for the requests that reached it so far (admitted
-            # first: each is in the engine's hands, as the gateway sees it, while its front end
-            # runs); then one engine step. Requests arriving meanwhile pay at the next boundary:
-            # the OS alternates the two processes rather than running every front end first.
+            # The front ends of the requests just admitted, before the step they join. Admitted
+            # first: each is in the engine's hands, as the gateway sees it, while its front end runs.
             debt, self._frontend_debt = self._frontend_debt, 0.0
             self._schedule(debt, self._step)
             return
@@ -178,14 +181,11 @@ class Engine:
         if self._prefilling:
             self._mixed_step()
         elif self._decoding:
-            # a newcomer's front end is owed: one step, then its turn; else on to the next finish
-            steps = 1 if self._frontend_debt else self._decoding[0][0] - self._steps
+            steps = self._decoding[0][0] - self._steps
             n = len(self._decoding)
             self._stretch = (now, n, self._context, steps)
             self._begin_busy(now)
             self._schedule(self.profile.decode_run_s(n, self._context, steps), self._end_stretch, steps)
-        elif self._frontend_debt:  # nothing to run: on to the newcomers' front end
-            self._next_step()
         else:
             self._in_step = False
             if self._busy_since is not None:

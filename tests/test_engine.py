@@ -94,17 +94,16 @@ def test_a_request_reaching_a_busy_engine_costs_it_the_front_end_time(tmp_path, 
     assert tasks.loc["a", "e2e_s"] == pytest.approx(0.294 + 3 * 0.011)
 
 
-def test_front_ends_and_engine_steps_take_turns_on_the_core(tmp_path, profile_file):
+def test_front_ends_are_paid_before_the_step_their_requests_join(tmp_path, profile_file):
     tasks, nodes = run(
         tmp_path,
         profile_file,
         [("a", 0.0, "gen", 100, 11), ("b", 0.15, "gen", 100, 3), ("c", 0.16, "gen", 100, 2)],
         profile={"frontend_cpu_s": 0.02},
     )
-    # b arrives during a's step that ends at 0.154; its 20 ms of front end run to 0.174. c
-    # arrives meanwhile: its front end waits for the engine's turn, b's mixed step of 1 + 100
-    # tokens (0.111 s), which ends at 0.285 (the OS alternates the two, rather than running
-    # c's front end first and giving b its token 20 ms later).
+    # b arrives during a's step that ends at 0.154, joins the batch there and its 20 ms of front
+    # end run to 0.174, then its mixed step of 1 + 100 tokens (0.111 s) to 0.285. c arrives
+    # meanwhile and joins at the next boundary: its front end does not hold up b's step.
     assert nodes.loc["b", "start_s"] == pytest.approx(0.154)
     assert tasks.loc["b", "ttft_s"] == pytest.approx(0.285 - 0.15)
     # then c is admitted, its front end runs to 0.305, and its mixed step of 2 + 100 tokens
@@ -117,20 +116,26 @@ def test_front_ends_and_engine_steps_take_turns_on_the_core(tmp_path, profile_fi
     assert tasks.loc["a", "e2e_s"] == pytest.approx(0.430 + 3 * 0.011)
 
 
-def test_a_front_end_owed_when_nothing_else_runs_is_still_paid(tmp_path, profile_file):
+def test_a_call_waiting_for_a_slot_pays_its_front_end_when_admitted(tmp_path, profile_file):
     tasks, nodes = run(
         tmp_path,
         profile_file,
-        [("x", 0.0, "gen", 100, 2), ("y", 0.115, "gen", 1000, 2), ("z", 0.13, "gen", 100, 2)],
-        profile={"frontend_cpu_s": 0.02, "kv_capacity_tokens": 500},
+        [("a", 0.0, "gen", 100, 3), ("b", 0.05, "gen", 100, 3), ("c", 0.06, "gen", 100, 2)],
+        profile={"frontend_cpu_s": 0.02},
+        model_over={"max_num_seqs": 2},
     )
-    # x ends at 0.121; y, which no KV cache of 500 tokens holds, fails there; its front end
-    # runs to 0.141 with nothing else to run. z arrived meanwhile: admitted at 0.141, its
-    # own front end to 0.161, its prefill (0.11 s) to 0.271 and a decode step to 0.282.
-    assert tasks.loc["y", "status"] == "failed"
-    assert nodes.loc["z", "start_s"] == pytest.approx(0.141)
-    assert tasks.loc["z", "ttft_s"] == pytest.approx(0.271 - 0.13)
-    assert tasks.loc["z", "e2e_s"] == pytest.approx(0.282 - 0.13)
+    # a's prefill ends at 0.11, where b joins it: b's front end runs to 0.13, then the mixed
+    # step of 1 + 100 tokens (0.111 s) to 0.241. c finds both slots taken and costs nothing yet
+    # (CATO's gateway has not sent it to the replica).
+    assert nodes.loc["b", "start_s"] == pytest.approx(0.11)
+    assert tasks.loc["b", "ttft_s"] == pytest.approx(0.241 - 0.05)
+    # a's last token: a decode step of two sequences (12 ms), at 0.253
+    assert tasks.loc["a", "e2e_s"] == pytest.approx(0.253)
+    # c takes a's slot there: its front end to 0.273, its mixed step beside b's decode to 0.384
+    assert nodes.loc["c", "start_s"] == pytest.approx(0.253)
+    assert tasks.loc["c", "ttft_s"] == pytest.approx(0.384 - 0.06)
+    assert tasks.loc["b", "e2e_s"] == pytest.approx(0.384 - 0.05)  # b's third token came with c's first
+    assert tasks.loc["c", "e2e_s"] == pytest.approx(0.384 + 0.011 - 0.06)
 
 
 def test_chunked_prefill_splits_long_prompts(tmp_path, profile_file):
