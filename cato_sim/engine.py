@@ -171,6 +171,8 @@ class Engine:
         if self._frontend_debt:
             # The front ends of the requests just admitted, before the step they join. Admitted
             # first: each is in the engine's hands, as the gateway sees it, while its front end runs.
+            # Then the step, not another admission: a request arriving meanwhile joins at the
+            # step's end, so a burst's front ends do not hold up the batch one after another.
             debt, self._frontend_debt = self._frontend_debt, 0.0
             self._schedule(debt, self._step)
             return
