@@ -43,7 +43,8 @@ TIMER = 0.002  # uvloop's timers tick in whole milliseconds: a sleep may end tha
 def fake_vllm(mode: str = "ok", served: str = SERVED, seen: list | None = None) -> Starlette:
     """Answers like vLLM (exact usage: prompt ids, max_tokens), or fails one way:
     error500 (HTTP 500), hang (accepts, never answers), midstream (drops a stream after 2 chunks),
-    linger (holds a stream open for 2 s after its [DONE])."""
+    linger (sends its [DONE] 0.5 s after the last token, so a client can leave before it, then
+    holds the stream open for 2 s)."""
     seen = seen if seen is not None else []
 
     async def models(request: Request) -> Response:
@@ -74,6 +75,8 @@ def fake_vllm(mode: str = "ok", served: str = SERVED, seen: list | None = None) 
                     await asyncio.sleep(0.001)
                 if (body.get("stream_options") or {}).get("include_usage"):
                     yield "data: " + json.dumps({"choices": [], "usage": usage}) + "\n\n"
+                if mode == "linger":
+                    await asyncio.sleep(0.5)
                 yield "data: [DONE]\n\n"
                 if mode == "linger":
                     await asyncio.sleep(2.0)
